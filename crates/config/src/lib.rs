@@ -1,0 +1,288 @@
+#![doc = include_str!("../README.md")]
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use config::{Config, Environment, File};
+use serde::Deserialize;
+
+/// A configuration problem, naming the variable.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(String);
+
+/// A string that never prints (passwords, keys).
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Every setting, with its default. Field names are the lower-cased variables.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub database_url: Secret,
+    pub database_pool_size: usize,
+    pub api_keys: Vec<Secret>,
+    pub http_addr: SocketAddr,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+
+    pub parallel_jobs: usize,
+    pub batch_size_for_insertion: usize,
+    pub ticker_interval_minutes: u64,
+    pub ticker_interval_seconds: Option<u64>,
+    pub job_in_queue_size: usize,
+    pub shutdown_grace_seconds: u64,
+    pub retry_interval_seconds: i32,
+    /// How long a claim holds a job without a heartbeat.
+    pub job_lease_seconds: u64,
+    /// Rescues of a job whose runner died, before the job fails for good.
+    pub job_max_rescues: i32,
+    pub run_jobs_in_process: bool,
+
+    pub s3_bucket: Option<String>,
+    s3_upload_file_path_prifix: Option<String>,
+    s3_upload_file_path_prefix: Option<String>,
+    pub s3_endpoint: Option<String>,
+    pub s3_region: String,
+    pub s3_access_key_id: Option<Secret>,
+    pub s3_secret_access_key: Option<Secret>,
+    pub s3_path_style: bool,
+    pub s3_allowed_buckets: Vec<String>,
+    pub opensearch_url: Option<String>,
+    pub export_escape_formulas: bool,
+}
+
+const LIST_KEYS: [&str; 2] = ["api_keys", "s3_allowed_buckets"];
+
+impl Settings {
+    /// Loads defaults, then the optional file, then the process environment.
+    pub fn load() -> Result<Self, ConfigError> {
+        let file = std::env::var("CONNECTRA_CONFIG").ok();
+        Self::load_from(file.as_deref(), Environment::default())
+    }
+
+    /// Loads from the given sources; tests pass a custom `Environment`.
+    pub fn load_from(file: Option<&str>, env: Environment) -> Result<Self, ConfigError> {
+        let mut env = env.try_parsing(true).list_separator(",");
+        for key in LIST_KEYS {
+            env = env.with_list_parse_key(key);
+        }
+        let built = Config::builder()
+            .set_default("database_pool_size", 16)
+            .and_then(|b| b.set_default("api_keys", Vec::<String>::new()))
+            .and_then(|b| b.set_default("http_addr", "127.0.0.1:8080"))
+            .and_then(|b| b.set_default("max_body_bytes", 1024 * 1024))
+            .and_then(|b| b.set_default("parallel_jobs", 4))
+            .and_then(|b| b.set_default("batch_size_for_insertion", 500))
+            .and_then(|b| b.set_default("ticker_interval_minutes", 5))
+            .and_then(|b| b.set_default("job_in_queue_size", 100))
+            .and_then(|b| b.set_default("shutdown_grace_seconds", 30))
+            .and_then(|b| b.set_default("retry_interval_seconds", 30))
+            .and_then(|b| b.set_default("job_lease_seconds", 30))
+            .and_then(|b| b.set_default("job_max_rescues", 3))
+            .and_then(|b| b.set_default("run_jobs_in_process", false))
+            .and_then(|b| b.set_default("s3_region", "us-east-1"))
+            .and_then(|b| b.set_default("s3_path_style", true))
+            .and_then(|b| b.set_default("s3_allowed_buckets", Vec::<String>::new()))
+            .and_then(|b| b.set_default("export_escape_formulas", true))
+            .map_err(|e| ConfigError(e.to_string()))?
+            .add_source(File::with_name(file.unwrap_or("connectra.toml")).required(file.is_some()))
+            .add_source(env)
+            .build()
+            .map_err(name_variable)?;
+        let mut settings: Settings = built.try_deserialize().map_err(name_variable)?;
+        settings.normalise()?;
+        Ok(settings)
+    }
+
+    fn normalise(&mut self) -> Result<(), ConfigError> {
+        self.api_keys.retain(|k| !k.expose().trim().is_empty());
+        self.s3_allowed_buckets.retain(|b| !b.trim().is_empty());
+        for b in &mut self.s3_allowed_buckets {
+            *b = b.trim().to_string();
+        }
+        if self.s3_allowed_buckets.is_empty() {
+            self.s3_allowed_buckets.extend(self.s3_bucket.clone());
+        }
+        positive("PARALLEL_JOBS", self.parallel_jobs)?;
+        positive("JOB_IN_QUEUE_SIZE", self.job_in_queue_size)?;
+        positive("BATCH_SIZE_FOR_INSERTION", self.batch_size_for_insertion)?;
+        positive("DATABASE_POOL_SIZE", self.database_pool_size)?;
+        positive("MAX_BODY_BYTES", self.max_body_bytes)?;
+        if self.ticker_interval() == Duration::ZERO {
+            return Err(ConfigError(
+                "TICKER_INTERVAL_SECONDS (or TICKER_INTERVAL_MINUTES) must be greater than 0"
+                    .into(),
+            ));
+        }
+        if self.job_lease_seconds < 2 {
+            return Err(ConfigError("JOB_LEASE_SECONDS must be at least 2".into()));
+        }
+        if self.retry_interval_seconds < 0 {
+            return Err(ConfigError(
+                "RETRY_INTERVAL_SECONDS must not be negative".into(),
+            ));
+        }
+        if self.job_max_rescues < 0 {
+            return Err(ConfigError("JOB_MAX_RESCUES must not be negative".into()));
+        }
+        if !self.database_url.expose().starts_with("postgres://")
+            && !self.database_url.expose().starts_with("postgresql://")
+        {
+            return Err(ConfigError(
+                "DATABASE_URL must be a postgres:// URL".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// What the API server additionally requires.
+    pub fn validate_for_api(&self) -> Result<(), ConfigError> {
+        if self.api_keys.is_empty() {
+            return Err(ConfigError(
+                "API_KEYS is empty: set at least one key (comma-separated)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The export prefix: `S3_UPLOAD_FILE_PATH_PRIFIX` (the guide's spelling),
+    /// else `S3_UPLOAD_FILE_PATH_PREFIX`, else `uploads`.
+    pub fn s3_upload_file_path_prefix(&self) -> &str {
+        self.s3_upload_file_path_prifix
+            .as_deref()
+            .or(self.s3_upload_file_path_prefix.as_deref())
+            .unwrap_or("uploads")
+    }
+
+    /// The ticker: `TICKER_INTERVAL_SECONDS` when set, else `TICKER_INTERVAL_MINUTES`.
+    pub fn ticker_interval(&self) -> Duration {
+        match self.ticker_interval_seconds {
+            Some(s) => Duration::from_secs(s),
+            None => Duration::from_secs(self.ticker_interval_minutes * 60),
+        }
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_seconds)
+    }
+
+    pub fn job_lease(&self) -> Duration {
+        Duration::from_secs(self.job_lease_seconds)
+    }
+}
+
+fn positive(name: &str, v: usize) -> Result<(), ConfigError> {
+    if v == 0 {
+        return Err(ConfigError(format!("{name} must be greater than 0")));
+    }
+    Ok(())
+}
+
+/// The config crate names keys in lower case ("for key `parallel_jobs`",
+/// "missing configuration field \"database_url\""); users set upper-case
+/// variables, so name those.
+fn name_variable(e: config::ConfigError) -> ConfigError {
+    let text = e.to_string();
+    let is_key = |k: &&str| {
+        !k.is_empty()
+            && k.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    };
+    let quoted = |q: char| text.split(q).skip(1).step_by(2).find(is_key);
+    let key = quoted('`').or_else(|| quoted('"'));
+    match key {
+        Some(key) => {
+            let var = key.to_uppercase();
+            if text.starts_with("missing configuration field") {
+                ConfigError(format!("{var} is required but not set"))
+            } else {
+                let rest = text.replace(&format!(" for key `{key}`"), "");
+                ConfigError(format!("{var} is invalid: {rest}"))
+            }
+        }
+        None => ConfigError(text),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(vars: &[(&str, &str)]) -> Environment {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Environment::default().source(Some(map))
+    }
+
+    const DB: (&str, &str) = ("DATABASE_URL", "postgres://u@127.0.0.1:5433/db");
+
+    #[test]
+    fn defaults_follow_the_guide() {
+        let s = Settings::load_from(None, env(&[DB])).unwrap();
+        assert_eq!(s.parallel_jobs, 4);
+        assert_eq!(s.batch_size_for_insertion, 500);
+        assert_eq!(s.job_in_queue_size, 100);
+        assert_eq!(s.ticker_interval(), Duration::from_secs(300));
+        assert_eq!(s.s3_upload_file_path_prefix(), "uploads");
+        assert_eq!(s.http_addr.to_string(), "127.0.0.1:8080");
+        assert!(s.api_keys.is_empty());
+    }
+
+    #[test]
+    fn lists_split_on_commas_and_seconds_override_minutes() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                DB,
+                ("API_KEYS", "a, b,,c"),
+                ("S3_BUCKET", "main"),
+                ("TICKER_INTERVAL_SECONDS", "2"),
+                ("S3_UPLOAD_FILE_PATH_PREFIX", "exports"),
+            ]),
+        )
+        .unwrap();
+        let keys: Vec<&str> = s.api_keys.iter().map(|k| k.expose().trim()).collect();
+        assert_eq!(keys, ["a", "b", "c"]);
+        assert_eq!(s.s3_allowed_buckets, ["main"]);
+        assert_eq!(s.ticker_interval(), Duration::from_secs(2));
+        assert_eq!(s.s3_upload_file_path_prefix(), "exports");
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable() {
+        let e = Settings::load_from(None, env(&[DB, ("PARALLEL_JOBS", "many")])).unwrap_err();
+        assert!(e.to_string().contains("PARALLEL_JOBS"), "{e}");
+        let e = Settings::load_from(None, env(&[DB, ("HTTP_ADDR", "nowhere")])).unwrap_err();
+        assert!(e.to_string().contains("HTTP_ADDR"), "{e}");
+        let e = Settings::load_from(None, env(&[DB, ("PARALLEL_JOBS", "0")])).unwrap_err();
+        assert!(e.to_string().contains("PARALLEL_JOBS"), "{e}");
+        let e = Settings::load_from(None, env(&[])).unwrap_err();
+        assert!(e.to_string().contains("DATABASE_URL"), "{e}");
+    }
+
+    #[test]
+    fn the_api_needs_keys_and_secrets_never_print() {
+        let s = Settings::load_from(None, env(&[DB])).unwrap();
+        assert!(s.validate_for_api().unwrap_err().to_string().contains("API_KEYS"));
+        let s = Settings::load_from(None, env(&[DB, ("API_KEYS", "hunter2")])).unwrap();
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,10 @@
+#![doc = include_str!("../README.md")]
+
+pub mod catalogue;
+pub mod error;
+pub mod job;
+pub mod service;
+pub mod vql;
+
+pub use error::{DomainError, ErrorCode};
+pub use service::Service;

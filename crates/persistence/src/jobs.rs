@@ -1,0 +1,548 @@
+//! The job repository.
+//!
+//! The runner's safety rules live in these queries:
+//! - claims are one `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED) RETURNING`,
+//!   so concurrent runners never claim the same row;
+//! - a claim sets `locked_by`/`locked_until` and increments `attempts`;
+//! - every later write is fenced by [`Fence`]: the job, its attempt, the runner
+//!   holding it, and a leased status. A runner that lost its lease matches no
+//!   row, so it can never overwrite the outcome of a newer attempt.
+
+use std::time::Duration;
+
+use connectra_domain::job::{JobResponse, JobStatus, ListFilter, NewJob};
+use diesel::prelude::*;
+use diesel::sql_types::{Array, BigInt, Bool, Double, Integer, Jsonb, Nullable, Text};
+use diesel_async::RunQueryDsl;
+use serde::Serialize;
+use serde_json::Value;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::schema::jobs;
+use crate::{PgPool, Result};
+
+/// The channel on which runners `LISTEN`. The `jobs` trigger notifies it when a
+/// job becomes claimable.
+pub const JOBS_CHANNEL: &str = "connectra_jobs";
+
+/// One row of `jobs`, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, QueryableByName, Serialize)]
+#[diesel(table_name = jobs, check_for_backend(diesel::pg::Pg))]
+pub struct Job {
+    pub id: i64,
+    pub uuid: Uuid,
+    pub job_type: String,
+    pub data: Value,
+    pub status: String,
+    pub job_response: Value,
+    pub retry_count: i32,
+    pub retry_interval: i32,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub run_after: Option<OffsetDateTime>,
+    pub attempts: i32,
+    pub rescues: i32,
+    pub locked_by: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub locked_until: Option<OffsetDateTime>,
+    pub cancel_requested: bool,
+    pub rows_processed: i64,
+    pub rows_rejected: i64,
+    pub bytes_read: i64,
+    pub bytes_total: Option<i64>,
+    pub checkpoint: Option<Value>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub started_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+impl Job {
+    /// The typed status. The table's CHECK constraint guarantees it parses.
+    pub fn status(&self) -> JobStatus {
+        self.status.parse().unwrap_or(JobStatus::Failed)
+    }
+
+    /// The typed `job_response`; unknown keys are kept in `extra`.
+    pub fn response(&self) -> JobResponse {
+        serde_json::from_value(self.job_response.clone()).unwrap_or_default()
+    }
+
+    /// The fence for writes by the runner that claimed this row.
+    pub fn fence<'a>(&self, runner_id: &'a str) -> Fence<'a> {
+        Fence {
+            id: self.id,
+            attempt: self.attempts,
+            runner_id,
+        }
+    }
+}
+
+/// Identifies one claim of one job: writes conditioned on it succeed only while
+/// that claim still holds the job.
+#[derive(Debug, Clone, Copy)]
+pub struct Fence<'a> {
+    pub id: i64,
+    pub attempt: i32,
+    pub runner_id: &'a str,
+}
+
+/// Counters a handler reports after each batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub rows_processed: i64,
+    pub rows_rejected: i64,
+    pub bytes_read: i64,
+    pub bytes_total: Option<i64>,
+}
+
+/// What a cancel request did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CancelOutcome {
+    /// The job had not started (or was waiting for a retry): it is now failed for good.
+    Cancelled(Job),
+    /// The job is running: its handler is asked to stop at the next batch boundary.
+    Requested(Job),
+    /// The job had already finished; nothing changed.
+    AlreadyFinished(Job),
+}
+
+/// Which runner mode a claim is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimKind {
+    /// `open → in_queue`
+    FirstTime,
+    /// `failed → retry_in_queued`, for failed jobs whose `run_after` has passed
+    Retry,
+}
+
+impl ClaimKind {
+    pub fn queued_status(self) -> JobStatus {
+        match self {
+            Self::FirstTime => JobStatus::InQueue,
+            Self::Retry => JobStatus::RetryInQueued,
+        }
+    }
+
+    pub fn running_status(self) -> JobStatus {
+        match self {
+            Self::FirstTime => JobStatus::Processing,
+            Self::Retry => JobStatus::Retrying,
+        }
+    }
+}
+
+/// What a rescue pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RescueReport {
+    /// Jobs returned to `open` or to `failed` with `run_after = now`.
+    pub released: usize,
+    /// Jobs failed for good because they were rescued too often.
+    pub failed_for_good: usize,
+}
+
+const LEASED: &str = "('in_queue', 'processing', 'retry_in_queued', 'retrying')";
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// Queries over `jobs`. Cheap to clone; holds the pool.
+#[derive(Clone)]
+pub struct JobRepo {
+    pool: PgPool,
+}
+
+impl std::fmt::Debug for JobRepo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobRepo").field("pool", &self.pool.status()).finish()
+    }
+}
+
+impl JobRepo {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Inserts a new `open` job. The table's trigger sends the `NOTIFY`.
+    pub async fn create(&self, new: &NewJob) -> Result<Job> {
+        let mut conn = self.pool.get().await?;
+        let job = diesel::insert_into(jobs::table)
+            .values((
+                jobs::uuid.eq(Uuid::new_v4()),
+                jobs::job_type.eq(&new.job_type),
+                jobs::data.eq(&new.data),
+                jobs::retry_count.eq(new.retry_count),
+                jobs::retry_interval.eq(new.retry_interval),
+            ))
+            .returning(Job::as_returning())
+            .get_result(&mut conn)
+            .await?;
+        Ok(job)
+    }
+
+    /// Inserts many jobs in one statement (benchmarks and tests).
+    pub async fn create_many(&self, new: &[NewJob]) -> Result<usize> {
+        let mut conn = self.pool.get().await?;
+        let rows: Vec<_> = new
+            .iter()
+            .map(|n| {
+                (
+                    jobs::uuid.eq(Uuid::new_v4()),
+                    jobs::job_type.eq(&n.job_type),
+                    jobs::data.eq(&n.data),
+                    jobs::retry_count.eq(n.retry_count),
+                    jobs::retry_interval.eq(n.retry_interval),
+                )
+            })
+            .collect();
+        let mut total = 0;
+        for chunk in rows.chunks(5000) {
+            total += diesel::insert_into(jobs::table)
+                .values(chunk)
+                .execute(&mut conn)
+                .await?;
+        }
+        Ok(total)
+    }
+
+    /// Newest first, filtered by type and statuses.
+    pub async fn list(&self, filter: &ListFilter) -> Result<Vec<Job>> {
+        let mut conn = self.pool.get().await?;
+        let mut query = jobs::table.select(Job::as_select()).into_boxed();
+        if let Some(t) = &filter.job_type {
+            query = query.filter(jobs::job_type.eq(t));
+        }
+        if !filter.statuses.is_empty() {
+            let names: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
+            query = query.filter(jobs::status.eq_any(names));
+        }
+        let rows = query
+            .order((jobs::created_at.desc(), jobs::id.desc()))
+            .limit(filter.limit)
+            .load(&mut conn)
+            .await?;
+        Ok(rows)
+    }
+
+    pub async fn get(&self, uuid: Uuid) -> Result<Option<Job>> {
+        let mut conn = self.pool.get().await?;
+        let job = jobs::table
+            .filter(jobs::uuid.eq(uuid))
+            .select(Job::as_select())
+            .first(&mut conn)
+            .await
+            .optional()?;
+        Ok(job)
+    }
+
+    /// Cancels a job. A job that has not started, or waits for a retry, is
+    /// failed for good at once. A running job gets `cancel_requested`; its
+    /// runner sees it on the next heartbeat and stops at a batch boundary.
+    /// Either way `job_response.cancelled` is set and the job never runs again.
+    pub async fn cancel(&self, uuid: Uuid) -> Result<Option<CancelOutcome>> {
+        let mut conn = self.pool.get().await?;
+        let stopped: Option<Job> = diesel::sql_query(format!(
+            "UPDATE jobs SET status = 'failed', run_after = NULL, cancel_requested = true,
+                 locked_by = NULL, locked_until = NULL, finished_at = now(), updated_at = now(),
+                 job_response = job_response || '{{\"cancelled\": true, \"messages\": \"cancelled by request\"}}'::jsonb
+             WHERE uuid = $1
+               AND (status IN ('open', 'in_queue', 'retry_in_queued')
+                    OR (status = 'failed' AND run_after IS NOT NULL))
+             RETURNING *"
+        ))
+        .bind::<diesel::sql_types::Uuid, _>(uuid)
+        .get_result(&mut conn)
+        .await
+        .optional()?;
+        if let Some(job) = stopped {
+            return Ok(Some(CancelOutcome::Cancelled(job)));
+        }
+        let requested: Option<Job> = diesel::sql_query(
+            "UPDATE jobs SET cancel_requested = true, updated_at = now(),
+                 job_response = job_response || '{\"cancelled\": true}'::jsonb
+             WHERE uuid = $1 AND status IN ('processing', 'retrying')
+             RETURNING *",
+        )
+        .bind::<diesel::sql_types::Uuid, _>(uuid)
+        .get_result(&mut conn)
+        .await
+        .optional()?;
+        if let Some(job) = requested {
+            return Ok(Some(CancelOutcome::Requested(job)));
+        }
+        drop(conn);
+        Ok(self.get(uuid).await?.map(CancelOutcome::AlreadyFinished))
+    }
+
+    /// Atomically claims up to `max` claimable jobs of the given types for
+    /// `runner_id`, oldest first, under a lease of `lease`.
+    pub async fn claim(
+        &self,
+        kind: ClaimKind,
+        runner_id: &str,
+        job_types: &[String],
+        max: i64,
+        lease: Duration,
+    ) -> Result<Vec<Job>> {
+        if max <= 0 || job_types.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (queued, claimable) = match kind {
+            ClaimKind::FirstTime => ("in_queue", "status = 'open'"),
+            ClaimKind::Retry => (
+                "retry_in_queued",
+                "status = 'failed' AND run_after IS NOT NULL AND run_after <= now()",
+            ),
+        };
+        let order = match kind {
+            ClaimKind::FirstTime => "id",
+            ClaimKind::Retry => "run_after, id",
+        };
+        let mut conn = self.pool.get().await?;
+        let mut claimed: Vec<Job> = diesel::sql_query(format!(
+            "UPDATE jobs SET status = '{queued}', locked_by = $1,
+                 locked_until = now() + make_interval(secs => $2),
+                 attempts = attempts + 1, updated_at = now()
+             WHERE id IN (
+                 SELECT id FROM jobs
+                 WHERE {claimable} AND NOT cancel_requested AND job_type = ANY($3)
+                 ORDER BY {order}
+                 LIMIT $4
+                 FOR UPDATE SKIP LOCKED)
+             RETURNING *"
+        ))
+        .bind::<Text, _>(runner_id)
+        .bind::<Double, _>(secs(lease))
+        .bind::<Array<Text>, _>(job_types)
+        .bind::<BigInt, _>(max)
+        .load(&mut conn)
+        .await?;
+        claimed.sort_by_key(|j| j.id);
+        Ok(claimed)
+    }
+
+    /// `in_queue → processing` (or `retry_in_queued → retrying`), renewing the
+    /// lease. `None` when the claim no longer holds (cancelled or rescued).
+    pub async fn start(
+        &self,
+        fence: Fence<'_>,
+        kind: ClaimKind,
+        lease: Duration,
+    ) -> Result<Option<Job>> {
+        let mut conn = self.pool.get().await?;
+        let job = diesel::sql_query(
+            "UPDATE jobs SET status = $5, started_at = coalesce(started_at, now()),
+                 locked_until = now() + make_interval(secs => $4), updated_at = now()
+             WHERE id = $1 AND attempts = $2 AND locked_by = $3 AND status = $6
+               AND NOT cancel_requested
+             RETURNING *",
+        )
+        .bind::<BigInt, _>(fence.id)
+        .bind::<Integer, _>(fence.attempt)
+        .bind::<Text, _>(fence.runner_id)
+        .bind::<Double, _>(secs(lease))
+        .bind::<Text, _>(kind.running_status().as_str())
+        .bind::<Text, _>(kind.queued_status().as_str())
+        .get_result(&mut conn)
+        .await
+        .optional()?;
+        Ok(job)
+    }
+
+    /// Renews the lease. Returns `Some(cancel_requested)` while the claim holds,
+    /// `None` once it is lost.
+    pub async fn heartbeat(&self, fence: Fence<'_>, lease: Duration) -> Result<Option<bool>> {
+        let mut conn = self.pool.get().await?;
+        let row: Option<Flag> = diesel::sql_query(format!(
+            "UPDATE jobs SET locked_until = now() + make_interval(secs => $4)
+             WHERE id = $1 AND attempts = $2 AND locked_by = $3 AND status IN {LEASED}
+             RETURNING cancel_requested AS flag"
+        ))
+        .bind::<BigInt, _>(fence.id)
+        .bind::<Integer, _>(fence.attempt)
+        .bind::<Text, _>(fence.runner_id)
+        .bind::<Double, _>(secs(lease))
+        .get_result(&mut conn)
+        .await
+        .optional()?;
+        Ok(row.map(|r| r.flag))
+    }
+
+    /// Records progress and the checkpoint. `false` when the claim was lost.
+    pub async fn record_progress(
+        &self,
+        fence: Fence<'_>,
+        progress: &Progress,
+        checkpoint: Option<&Value>,
+    ) -> Result<bool> {
+        let mut conn = self.pool.get().await?;
+        let n = diesel::sql_query(format!(
+            "UPDATE jobs SET rows_processed = $4, rows_rejected = $5, bytes_read = $6,
+                 bytes_total = coalesce($7, bytes_total), checkpoint = coalesce($8, checkpoint),
+                 updated_at = now()
+             WHERE id = $1 AND attempts = $2 AND locked_by = $3 AND status IN {LEASED}"
+        ))
+        .bind::<BigInt, _>(fence.id)
+        .bind::<Integer, _>(fence.attempt)
+        .bind::<Text, _>(fence.runner_id)
+        .bind::<BigInt, _>(progress.rows_processed)
+        .bind::<BigInt, _>(progress.rows_rejected)
+        .bind::<BigInt, _>(progress.bytes_read)
+        .bind::<Nullable<BigInt>, _>(progress.bytes_total)
+        .bind::<Nullable<Jsonb>, _>(checkpoint)
+        .execute(&mut conn)
+        .await?;
+        Ok(n == 1)
+    }
+
+    /// The handler succeeded: `completed`. `false` when the claim was lost.
+    pub async fn complete(&self, fence: Fence<'_>, response: &JobResponse) -> Result<bool> {
+        let mut conn = self.pool.get().await?;
+        let n = diesel::sql_query(format!(
+            "UPDATE jobs SET status = 'completed', job_response = job_response || $4,
+                 run_after = NULL, locked_by = NULL, locked_until = NULL,
+                 finished_at = now(), updated_at = now()
+             WHERE id = $1 AND attempts = $2 AND locked_by = $3 AND status IN {LEASED}"
+        ))
+        .bind::<BigInt, _>(fence.id)
+        .bind::<Integer, _>(fence.attempt)
+        .bind::<Text, _>(fence.runner_id)
+        .bind::<Jsonb, _>(to_json(response))
+        .execute(&mut conn)
+        .await?;
+        Ok(n == 1)
+    }
+
+    /// The handler failed (or was cancelled): `failed`. While retries remain
+    /// (`attempts <= retry_count`) and the job was not cancelled,
+    /// `run_after = now + retry_interval`; otherwise `run_after = NULL` and the
+    /// failure is final. `runtime_errors` accumulate across attempts, bounded.
+    pub async fn fail(&self, fence: Fence<'_>, response: &JobResponse) -> Result<bool> {
+        let mut conn = self.pool.get().await?;
+        let n = diesel::sql_query(format!(
+            "UPDATE jobs SET status = 'failed',
+                 job_response = (job_response || ($4 - 'runtime_errors')) || jsonb_build_object(
+                     'runtime_errors',
+                     (SELECT coalesce(jsonb_agg(e), '[]'::jsonb) FROM (
+                         SELECT e FROM jsonb_array_elements(
+                             coalesce(job_response -> 'runtime_errors', '[]'::jsonb)
+                             || coalesce($4 -> 'runtime_errors', '[]'::jsonb)) AS t(e)
+                         LIMIT $5) s)),
+                 run_after = CASE WHEN attempts <= retry_count AND NOT cancel_requested
+                                  THEN now() + make_interval(secs => retry_interval)
+                                  ELSE NULL END,
+                 locked_by = NULL, locked_until = NULL, finished_at = now(), updated_at = now()
+             WHERE id = $1 AND attempts = $2 AND locked_by = $3 AND status IN {LEASED}"
+        ))
+        .bind::<BigInt, _>(fence.id)
+        .bind::<Integer, _>(fence.attempt)
+        .bind::<Text, _>(fence.runner_id)
+        .bind::<Jsonb, _>(to_json(response))
+        .bind::<BigInt, _>(connectra_domain::job::MAX_RUNTIME_ERRORS as i64)
+        .execute(&mut conn)
+        .await?;
+        Ok(n == 1)
+    }
+
+    /// Gives a claimed job back, keeping its checkpoint: `in_queue`/`processing`
+    /// return to `open`, `retry_in_queued`/`retrying` to `failed` with
+    /// `run_after = now`. A job that never started gets its attempt back.
+    pub async fn release(&self, fence: Fence<'_>) -> Result<bool> {
+        let mut conn = self.pool.get().await?;
+        let n = diesel::sql_query(format!(
+            "UPDATE jobs SET
+                 status = CASE WHEN status IN ('in_queue', 'processing') THEN 'open' ELSE 'failed' END,
+                 run_after = CASE WHEN status IN ('in_queue', 'processing') THEN run_after ELSE now() END,
+                 attempts = CASE WHEN status IN ('in_queue', 'retry_in_queued') THEN attempts - 1 ELSE attempts END,
+                 locked_by = NULL, locked_until = NULL, updated_at = now()
+             WHERE id = $1 AND attempts = $2 AND locked_by = $3 AND status IN {LEASED}"
+        ))
+        .bind::<BigInt, _>(fence.id)
+        .bind::<Integer, _>(fence.attempt)
+        .bind::<Text, _>(fence.runner_id)
+        .execute(&mut conn)
+        .await?;
+        Ok(n == 1)
+    }
+
+    /// Takes back every job whose lease expired (its runner died), keeping the
+    /// checkpoint. A job that was running when its lease expired counts a
+    /// rescue; past `max_rescues` it fails for good with a `runtime_errors` entry.
+    pub async fn rescue_expired(&self, max_rescues: i32) -> Result<RescueReport> {
+        let mut conn = self.pool.get().await?;
+        let rows: Vec<Flag> = diesel::sql_query(format!(
+            "WITH expired AS (
+                 SELECT id, status, (status IN ('processing', 'retrying')) AS was_running,
+                        (status IN ('processing', 'retrying') AND rescues + 1 > $1) AS give_up
+                 FROM jobs
+                 WHERE status IN {LEASED} AND locked_until < now()
+                 FOR UPDATE SKIP LOCKED)
+             UPDATE jobs j SET
+                 status = CASE WHEN e.give_up OR j.cancel_requested THEN 'failed'
+                               WHEN e.status IN ('in_queue', 'processing') THEN 'open'
+                               ELSE 'failed' END,
+                 run_after = CASE WHEN e.give_up OR j.cancel_requested THEN NULL
+                                  WHEN e.status IN ('in_queue', 'processing') THEN j.run_after
+                                  ELSE now() END,
+                 rescues = j.rescues + CASE WHEN e.was_running THEN 1 ELSE 0 END,
+                 attempts = j.attempts - CASE WHEN e.was_running THEN 0 ELSE 1 END,
+                 finished_at = CASE WHEN e.give_up OR j.cancel_requested THEN now() ELSE j.finished_at END,
+                 job_response = CASE WHEN e.give_up THEN jsonb_set(j.job_response, '{{runtime_errors}}',
+                         coalesce(j.job_response -> 'runtime_errors', '[]'::jsonb)
+                         || to_jsonb(format('job abandoned: its runner stopped responding %s times (more than the limit of %s rescues)',
+                                            j.rescues + 1, $1)))
+                     ELSE j.job_response END,
+                 locked_by = NULL, locked_until = NULL, updated_at = now()
+             FROM expired e
+             WHERE j.id = e.id
+             RETURNING e.give_up AS flag"
+        ))
+        .bind::<Integer, _>(max_rescues)
+        .load(&mut conn)
+        .await?;
+        let failed_for_good = rows.iter().filter(|r| r.flag).count();
+        Ok(RescueReport {
+            released: rows.len() - failed_for_good,
+            failed_for_good,
+        })
+    }
+
+    /// The earliest `run_after` of a failed job still waiting for a retry.
+    pub async fn next_retry_due(&self) -> Result<Option<OffsetDateTime>> {
+        let mut conn = self.pool.get().await?;
+        let due = jobs::table
+            .filter(jobs::status.eq("failed"))
+            .filter(jobs::run_after.is_not_null())
+            .filter(jobs::cancel_requested.eq(false))
+            .select(diesel::dsl::min(jobs::run_after))
+            .first::<Option<OffsetDateTime>>(&mut conn)
+            .await?;
+        Ok(due)
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        let mut conn = self.pool.get().await?;
+        diesel::sql_query("SELECT 1").execute(&mut conn).await?;
+        Ok(())
+    }
+}
+
+#[derive(QueryableByName)]
+struct Flag {
+    #[diesel(sql_type = Bool)]
+    flag: bool,
+}
+
+fn to_json(response: &JobResponse) -> Value {
+    serde_json::to_value(response).unwrap_or_else(|_| Value::Object(Default::default()))
+}

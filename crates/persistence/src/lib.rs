@@ -1,0 +1,28 @@
+#![doc = include_str!("../README.md")]
+
+pub mod jobs;
+mod pool;
+pub mod schema;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use jobs::{Job, JobRepo};
+pub use pool::{build_pool, run_migrations, PgPool, MIGRATIONS};
+
+/// Errors of this crate. Diesel's `NotFound` is returned as `Ok(None)` by lookups instead.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("database query failed: {0}")]
+    Query(#[from] diesel::result::Error),
+    #[error("cannot connect to the database: {0}")]
+    Connection(#[from] diesel::ConnectionError),
+    #[error("no database connection available: {0}")]
+    Pool(#[from] diesel_async::pooled_connection::deadpool::PoolError),
+    #[error("migration failed: {0}")]
+    Migration(String),
+    #[error("database error: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,2 @@
+DROP TABLE jobs;
+DROP FUNCTION connectra_jobs_notify();

@@ -1,0 +1,3 @@
+DROP TABLE filters_data;
+DROP TABLE contacts;
+DROP TABLE companies;
