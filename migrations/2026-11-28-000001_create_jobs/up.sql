@@ -34,6 +34,7 @@ CREATE TABLE jobs (
 CREATE INDEX jobs_open_idx ON jobs (id) WHERE status = 'open';
 CREATE INDEX jobs_retry_due_idx ON jobs (run_after) WHERE status = 'failed' AND run_after IS NOT NULL;
 CREATE INDEX jobs_lease_idx ON jobs (locked_until) WHERE locked_until IS NOT NULL;
+CREATE INDEX jobs_locked_by_idx ON jobs (locked_by) WHERE locked_by IS NOT NULL;
 CREATE INDEX jobs_newest_idx ON jobs (created_at DESC, id DESC);
 CREATE INDEX jobs_type_status_idx ON jobs (job_type, status);
 

@@ -1,1 +1,75 @@
-fn main() {}
+//! `api-server`: the Jobs API over HTTP, optionally hosting both runners
+//! (`RUN_JOBS_IN_PROCESS=true`). `api-server migrate` only runs migrations.
+
+use std::collections::BTreeSet;
+
+use actix_web::{App, HttpServer};
+use anyhow::Context;
+use connectra_api::{configure, AppState};
+use connectra_config::Settings;
+use connectra_domain::job::{CreateRules, EXPORT_CSV_FILE, INSERT_CSV_FILE};
+use connectra_jobs::process::{init_tracing, shutdown_on_signal};
+use connectra_jobs::{builtin_registry, Mode, Runner, RunnerConfig};
+use connectra_persistence::{build_pool, run_migrations, JobRepo};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let settings = Settings::load()?;
+    init_tracing();
+    let url = settings.database_url.expose();
+    let ran = run_migrations(url).await.context("running migrations")?;
+    tracing::info!(migrations = ran, "database schema is up to date");
+    if std::env::args().nth(1).as_deref() == Some("migrate") {
+        return Ok(());
+    }
+    settings.validate_for_api()?;
+    let pool = build_pool(url, settings.database_pool_size)?;
+    let repo = JobRepo::new(pool);
+    let shutdown = shutdown_on_signal()?;
+
+    let registry = builtin_registry();
+    let mut job_types: BTreeSet<String> = registry.job_types().into_iter().collect();
+    job_types.extend([INSERT_CSV_FILE.to_string(), EXPORT_CSV_FILE.to_string()]);
+    let rules = CreateRules {
+        job_types,
+        allowed_buckets: settings.s3_allowed_buckets.iter().cloned().collect(),
+        default_retry_interval: settings.retry_interval_seconds,
+    };
+    let keys = settings
+        .api_keys
+        .iter()
+        .map(|k| k.expose().trim().to_string())
+        .collect();
+    let state = AppState::new(repo.clone(), keys, rules, settings.max_body_bytes);
+
+    let runners: Vec<_> = if settings.run_jobs_in_process {
+        [Mode::FirstTime, Mode::Retry]
+            .into_iter()
+            .map(|mode| {
+                let config = RunnerConfig::from_settings(&settings, mode);
+                let runner = Runner::new(repo.clone(), registry.clone(), config);
+                tokio::spawn(runner.run(shutdown.clone()))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+
+    let server = HttpServer::new(move || App::new().configure(configure(state.clone())))
+        .bind(settings.http_addr)
+        .with_context(|| format!("HTTP_ADDR: cannot listen on {}", settings.http_addr))?
+        .disable_signals()
+        .shutdown_timeout(settings.shutdown_grace_seconds)
+        .run();
+    tracing::info!(addr = %settings.http_addr, in_process_runners = runners.len(), "api-server listening");
+    let handle = server.handle();
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        handle.stop(true).await;
+    });
+    server.await?;
+    for runner in runners {
+        runner.await?;
+    }
+    Ok(())
+}

@@ -34,7 +34,10 @@ pub async fn json_body(
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| {
-            ApiError::new(ErrorCode::InvalidBody, format!("cannot read the request body: {e}"))
+            ApiError::new(
+                ErrorCode::InvalidBody,
+                format!("cannot read the request body: {e}"),
+            )
         })?;
         if body.len() + chunk.len() > limit {
             return Err(too_large());
@@ -56,7 +59,9 @@ pub async fn json_body(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let mime = content_type.split(';').next().unwrap_or("").trim();
-    if !(mime.eq_ignore_ascii_case("application/json") || mime.to_ascii_lowercase().ends_with("+json")) {
+    if !(mime.eq_ignore_ascii_case("application/json")
+        || mime.to_ascii_lowercase().ends_with("+json"))
+    {
         let shown = if mime.is_empty() { "none" } else { mime };
         return Err(ApiError::new(
             ErrorCode::UnsupportedMediaType,
@@ -64,6 +69,9 @@ pub async fn json_body(
         ));
     }
     serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(ErrorCode::InvalidBody, format!("the request body is not valid JSON: {e}"))
+        ApiError::new(
+            ErrorCode::InvalidBody,
+            format!("the request body is not valid JSON: {e}"),
+        )
     })
 }

@@ -34,7 +34,12 @@ struct Inner {
 
 impl AppState {
     /// `rules.job_types` must list every job type some runner can execute.
-    pub fn new(repo: JobRepo, api_keys: Vec<String>, rules: CreateRules, max_body_bytes: usize) -> Self {
+    pub fn new(
+        repo: JobRepo,
+        api_keys: Vec<String>,
+        rules: CreateRules,
+        max_body_bytes: usize,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 repo,
@@ -48,10 +53,9 @@ impl AppState {
     /// Compares `given` with every configured key in constant time: the time
     /// taken depends on neither where a key differs nor which key matched.
     fn key_matches(&self, given: &str) -> bool {
-        self.inner
-            .api_keys
-            .iter()
-            .fold(false, |found, key| found | constant_time_eq(key.as_bytes(), given.as_bytes()))
+        self.inner.api_keys.iter().fold(false, |found, key| {
+            found | constant_time_eq(key.as_bytes(), given.as_bytes())
+        })
     }
 }
 
@@ -101,7 +105,9 @@ async fn require_api_key(
         let response = actix_web::ResponseError::error_response(&ApiError::unauthorized());
         return Ok(req.into_response(response).map_into_right_body());
     }
-    next.call(req).await.map(ServiceResponse::map_into_left_body)
+    next.call(req)
+        .await
+        .map(ServiceResponse::map_into_left_body)
 }
 
 async fn not_found(req: HttpRequest) -> HttpResponse {
@@ -157,7 +163,10 @@ async fn list_jobs(
 
 fn parse_uuid(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| {
-        ApiError::new(ErrorCode::InvalidUuid, format!("'{raw}' is not a valid job uuid"))
+        ApiError::new(
+            ErrorCode::InvalidUuid,
+            format!("'{raw}' is not a valid job uuid"),
+        )
     })
 }
 
@@ -196,7 +205,10 @@ async fn cancel_job(
         }))),
         CancelOutcome::AlreadyFinished(job) => Err(ApiError::new(
             ErrorCode::Conflict,
-            format!("job '{}' has already finished with status '{}'", job.uuid, job.status),
+            format!(
+                "job '{}' has already finished with status '{}'",
+                job.uuid, job.status
+            ),
         )),
     }
 }

@@ -76,7 +76,12 @@ fn insert_job() -> Value {
 async fn creating_a_job_returns_201_with_the_guides_message_and_the_new_job() {
     let db = TestDb::new().await;
     let app = app!(db);
-    let (status, body) = read(app.call(post("/common/jobs/create", insert_job()).to_request()).await.unwrap()).await;
+    let (status, body) = read(
+        app.call(post("/common/jobs/create", insert_job()).to_request())
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(body["message"], "Job created successfully");
     assert_eq!(body["success"], true);
@@ -90,7 +95,10 @@ async fn creating_a_job_returns_201_with_the_guides_message_and_the_new_job() {
 
     // it is really stored: fetch it back by uuid
     let uri = format!("/common/jobs/{}", job["uuid"].as_str().unwrap());
-    let req = test::TestRequest::get().uri(&uri).insert_header(("X-API-Key", KEY)).to_request();
+    let req = test::TestRequest::get()
+        .uri(&uri)
+        .insert_header(("X-API-Key", KEY))
+        .to_request();
     let (status, got) = read(app.call(req).await.unwrap()).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(&got["data"], job);
@@ -103,37 +111,81 @@ async fn list_returns_every_field_of_the_guides_table_newest_first_and_filtered(
     for i in 0..3 {
         let mut j = insert_job();
         j["job_data"]["s3_key"] = json!(format!("k{i}.csv"));
-        let resp = app.call(post("/common/jobs/create", j).to_request()).await.unwrap();
+        let resp = app
+            .call(post("/common/jobs/create", j).to_request())
+            .await
+            .unwrap();
         assert_eq!(resp.status(), StatusCode::CREATED);
     }
     let export = json!({"job_type": "export_csv_file", "job_data": {"service": "company",
         "vql": {"select_columns": ["name"]}}});
-    let resp = app.call(post("/common/jobs/create", export).to_request()).await.unwrap();
+    let resp = app
+        .call(post("/common/jobs/create", export).to_request())
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
 
-    let (status, body) = read(app.call(post("/common/jobs", json!({})).to_request()).await.unwrap()).await;
+    let (status, body) = read(
+        app.call(post("/common/jobs", json!({})).to_request())
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["success"], true);
     let data = body["data"].as_array().unwrap();
     assert_eq!(data.len(), 4);
     assert_eq!(data[0]["job_type"], "export_csv_file", "newest first");
     assert_eq!(data[1]["data"]["s3_key"], "k2.csv");
-    for field in ["id", "uuid", "job_type", "data", "status", "job_response", "retry_count",
-                  "retry_interval", "run_after", "created_at", "updated_at"] {
-        assert!(data[0].get(field).is_some(), "list item lacks '{field}': {}", data[0]);
+    for field in [
+        "id",
+        "uuid",
+        "job_type",
+        "data",
+        "status",
+        "job_response",
+        "retry_count",
+        "retry_interval",
+        "run_after",
+        "created_at",
+        "updated_at",
+    ] {
+        assert!(
+            data[0].get(field).is_some(),
+            "list item lacks '{field}': {}",
+            data[0]
+        );
     }
 
-    let (_, body) = read(app.call(post("/common/jobs",
-        json!({"job_type": "insert_csv_file", "status": ["open"], "limit": 2})).to_request()).await.unwrap()).await;
+    let (_, body) = read(
+        app.call(
+            post(
+                "/common/jobs",
+                json!({"job_type": "insert_csv_file", "status": ["open"], "limit": 2}),
+            )
+            .to_request(),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
     let data = body["data"].as_array().unwrap();
     assert_eq!(data.len(), 2);
     assert!(data.iter().all(|j| j["job_type"] == "insert_csv_file"));
 
-    let (_, body) = read(app.call(post("/common/jobs", json!({"status": ["completed"]})).to_request()).await.unwrap()).await;
+    let (_, body) = read(
+        app.call(post("/common/jobs", json!({"status": ["completed"]})).to_request())
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(body["data"].as_array().unwrap().len(), 0);
 
     // an empty body (no content type at all) lists everything
-    let req = test::TestRequest::post().uri("/common/jobs").insert_header(("X-API-Key", KEY)).to_request();
+    let req = test::TestRequest::post()
+        .uri("/common/jobs")
+        .insert_header(("X-API-Key", KEY))
+        .to_request();
     let (status, body) = read(app.call(req).await.unwrap()).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["data"].as_array().unwrap().len(), 4);
@@ -147,7 +199,10 @@ async fn a_missing_or_wrong_api_key_gets_401_on_every_protected_route() {
         ("POST", "/common/jobs/create"),
         ("POST", "/common/jobs"),
         ("GET", "/common/jobs/7f1c3f34-7c39-4d62-8e0c-1c5b3f0e8f5e"),
-        ("POST", "/common/jobs/7f1c3f34-7c39-4d62-8e0c-1c5b3f0e8f5e/cancel"),
+        (
+            "POST",
+            "/common/jobs/7f1c3f34-7c39-4d62-8e0c-1c5b3f0e8f5e/cancel",
+        ),
     ];
     for (method, uri) in routes {
         for key in [None, Some("wrong"), Some("test-key-"), Some("test-key-11")] {
@@ -160,15 +215,27 @@ async fn a_missing_or_wrong_api_key_gets_401_on_every_protected_route() {
                 req = req.insert_header(("X-API-Key", k));
             }
             let (status, body) = read(app.call(req.to_request()).await.unwrap()).await;
-            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri} with {key:?}");
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{method} {uri} with {key:?}"
+            );
             assert_eq!(error_code(&body), "ERR_UNAUTHORIZED");
         }
     }
     // nothing was created by the rejected calls
-    let (_, body) = read(app.call(post("/common/jobs", json!({})).to_request()).await.unwrap()).await;
+    let (_, body) = read(
+        app.call(post("/common/jobs", json!({})).to_request())
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(body["data"].as_array().unwrap().len(), 0);
     // the second configured key works too
-    let req = test::TestRequest::post().uri("/common/jobs").insert_header(("X-API-Key", "other-key")).to_request();
+    let req = test::TestRequest::post()
+        .uri("/common/jobs")
+        .insert_header(("X-API-Key", "other-key"))
+        .to_request();
     assert_eq!(app.call(req).await.unwrap().status(), StatusCode::OK);
 }
 
@@ -177,33 +244,93 @@ async fn each_bad_create_body_gets_its_own_error_code() {
     let db = TestDb::new().await;
     let app = app!(db);
     let cases = [
-        (json!({"job_data": {"s3_key": "a.csv"}}), "ERR_MISSING_JOB_TYPE"),
-        (json!({"job_type": "insert_csv_file"}), "ERR_MISSING_JOB_DATA"),
-        (json!({"job_type": "insert_csv_file", "job_data": {"s3_key": "a.csv"}, "retry_count": -1}), "ERR_INVALID_RETRY_COUNT"),
-        (json!({"job_type": "insert_csv_file", "job_data": {"s3_key": "a.csv"}, "retry_count": 2.5}), "ERR_INVALID_RETRY_COUNT"),
-        (json!({"job_type": "insert_csv_file", "job_data": {"s3_key": "a.csv"}, "retry_count": "three"}), "ERR_INVALID_RETRY_COUNT"),
-        (json!({"job_type": "export_csv_file", "job_data": {"service": "contact", "vql": {"where": {"keyword_match": {"must": {"country": ["USA"]}}}}}}), "ERR_MISSING_SELECT_COLUMNS"),
-        (json!({"job_type": "export_csv_file", "job_data": {"service": "contact", "vql": {"select_columns": []}}}), "ERR_MISSING_SELECT_COLUMNS"),
-        (json!({"job_type": "delete_everything", "job_data": {}}), "ERR_INVALID_JOB_TYPE"),
-        (json!({"job_type": "insert_csv_file", "job_data": {}}), "ERR_MISSING_S3_KEY"),
-        (json!({"job_type": "insert_csv_file", "job_data": {"s3_key": "a.csv", "s3_bucket": "someone-elses"}}), "ERR_BUCKET_NOT_ALLOWED"),
-        (json!({"job_type": "export_csv_file", "job_data": {"service": "contact", "s3_bucket": "someone-elses", "vql": {"select_columns": ["email"]}}}), "ERR_BUCKET_NOT_ALLOWED"),
-        (json!({"job_type": "export_csv_file", "job_data": {"service": "people", "vql": {"select_columns": ["email"]}}}), "ERR_UNKNOWN_SERVICE"),
-        (json!({"job_type": "export_csv_file", "job_data": {"service": "contact", "vql": {"select_columns": ["shoe_size"]}}}), "ERR_UNKNOWN_FIELD"),
-        (json!({"job_type": "export_csv_file", "job_data": {"service": "contact", "vql": {"select_columns": ["email"], "where": {"keyword_match": {"must": {"shoe_size": ["9"]}}}}}}), "ERR_UNKNOWN_FIELD"),
-        (json!({"job_type": "insert_csv_file", "job_data": {"s3_key": "a.csv"}, "priority": 1}), "ERR_INVALID_BODY"),
+        (
+            json!({"job_data": {"s3_key": "a.csv"}}),
+            "ERR_MISSING_JOB_TYPE",
+        ),
+        (
+            json!({"job_type": "insert_csv_file"}),
+            "ERR_MISSING_JOB_DATA",
+        ),
+        (
+            json!({"job_type": "insert_csv_file", "job_data": {"s3_key": "a.csv"}, "retry_count": -1}),
+            "ERR_INVALID_RETRY_COUNT",
+        ),
+        (
+            json!({"job_type": "insert_csv_file", "job_data": {"s3_key": "a.csv"}, "retry_count": 2.5}),
+            "ERR_INVALID_RETRY_COUNT",
+        ),
+        (
+            json!({"job_type": "insert_csv_file", "job_data": {"s3_key": "a.csv"}, "retry_count": "three"}),
+            "ERR_INVALID_RETRY_COUNT",
+        ),
+        (
+            json!({"job_type": "export_csv_file", "job_data": {"service": "contact", "vql": {"where": {"keyword_match": {"must": {"country": ["USA"]}}}}}}),
+            "ERR_MISSING_SELECT_COLUMNS",
+        ),
+        (
+            json!({"job_type": "export_csv_file", "job_data": {"service": "contact", "vql": {"select_columns": []}}}),
+            "ERR_MISSING_SELECT_COLUMNS",
+        ),
+        (
+            json!({"job_type": "delete_everything", "job_data": {}}),
+            "ERR_INVALID_JOB_TYPE",
+        ),
+        (
+            json!({"job_type": "insert_csv_file", "job_data": {}}),
+            "ERR_MISSING_S3_KEY",
+        ),
+        (
+            json!({"job_type": "insert_csv_file", "job_data": {"s3_key": "a.csv", "s3_bucket": "someone-elses"}}),
+            "ERR_BUCKET_NOT_ALLOWED",
+        ),
+        (
+            json!({"job_type": "export_csv_file", "job_data": {"service": "contact", "s3_bucket": "someone-elses", "vql": {"select_columns": ["email"]}}}),
+            "ERR_BUCKET_NOT_ALLOWED",
+        ),
+        (
+            json!({"job_type": "export_csv_file", "job_data": {"service": "people", "vql": {"select_columns": ["email"]}}}),
+            "ERR_UNKNOWN_SERVICE",
+        ),
+        (
+            json!({"job_type": "export_csv_file", "job_data": {"service": "contact", "vql": {"select_columns": ["shoe_size"]}}}),
+            "ERR_UNKNOWN_FIELD",
+        ),
+        (
+            json!({"job_type": "export_csv_file", "job_data": {"service": "contact", "vql": {"select_columns": ["email"], "where": {"keyword_match": {"must": {"shoe_size": ["9"]}}}}}}),
+            "ERR_UNKNOWN_FIELD",
+        ),
+        (
+            json!({"job_type": "insert_csv_file", "job_data": {"s3_key": "a.csv"}, "priority": 1}),
+            "ERR_INVALID_BODY",
+        ),
         (json!([1, 2]), "ERR_INVALID_BODY"),
     ];
     for (body, want) in cases {
-        let (status, got) = read(app.call(post("/common/jobs/create", body.clone()).to_request()).await.unwrap()).await;
+        let (status, got) = read(
+            app.call(post("/common/jobs/create", body.clone()).to_request())
+                .await
+                .unwrap(),
+        )
+        .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
         assert_eq!(error_code(&got), want, "{body} -> {got}");
     }
     // the guide's exact sentence
-    let (_, got) = read(app.call(post("/common/jobs/create", json!({})).to_request()).await.unwrap()).await;
+    let (_, got) = read(
+        app.call(post("/common/jobs/create", json!({})).to_request())
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(got["error"], "ERR_MISSING_JOB_TYPE: the 'job_type' field is required; specify a valid job type such as 'insert_csv_file' or 'export_csv_file'");
     // and none of them created a job
-    let (_, listed) = read(app.call(post("/common/jobs", json!({})).to_request()).await.unwrap()).await;
+    let (_, listed) = read(
+        app.call(post("/common/jobs", json!({})).to_request())
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(listed["data"].as_array().unwrap().len(), 0);
 }
 
@@ -221,33 +348,71 @@ async fn malformed_json_wrong_content_type_and_oversized_bodies_get_json_errors(
         }
         r.to_request()
     };
-    let (status, body) = read(app.call(raw(b"{\"job_type\": ".to_vec(), Some("application/json"))).await.unwrap()).await;
+    let (status, body) = read(
+        app.call(raw(b"{\"job_type\": ".to_vec(), Some("application/json")))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(error_code(&body), "ERR_INVALID_BODY");
 
-    let (status, body) = read(app.call(raw(b"job_type=x".to_vec(), Some("application/x-www-form-urlencoded"))).await.unwrap()).await;
+    let (status, body) = read(
+        app.call(raw(
+            b"job_type=x".to_vec(),
+            Some("application/x-www-form-urlencoded"),
+        ))
+        .await
+        .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert_eq!(error_code(&body), "ERR_UNSUPPORTED_MEDIA_TYPE");
 
-    let (status, body) = read(app.call(raw(insert_job().to_string().into_bytes(), None)).await.unwrap()).await;
+    let (status, body) = read(
+        app.call(raw(insert_job().to_string().into_bytes(), None))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert_eq!(error_code(&body), "ERR_UNSUPPORTED_MEDIA_TYPE");
 
     let mut big = insert_job();
     big["job_data"]["s3_key"] = json!("x".repeat(LIMIT + 1));
-    let (status, body) = read(app.call(raw(big.to_string().into_bytes(), Some("application/json"))).await.unwrap()).await;
+    let (status, body) = read(
+        app.call(raw(big.to_string().into_bytes(), Some("application/json")))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(error_code(&body), "ERR_PAYLOAD_TOO_LARGE");
 
-    let (status, body) = read(app.call(raw(Vec::new(), Some("application/json"))).await.unwrap()).await;
+    let (status, body) = read(
+        app.call(raw(Vec::new(), Some("application/json")))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(error_code(&body), "ERR_INVALID_BODY");
 
-    let (status, body) = read(app.call(raw(b"\xff\xfe".to_vec(), Some("application/json"))).await.unwrap()).await;
+    let (status, body) = read(
+        app.call(raw(b"\xff\xfe".to_vec(), Some("application/json")))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(error_code(&body), "ERR_INVALID_BODY");
 
-    let (status, body) = read(app.call(post("/common/jobs", json!({"limit": 101})).to_request()).await.unwrap()).await;
+    let (status, body) = read(
+        app.call(post("/common/jobs", json!({"limit": 101})).to_request())
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(error_code(&body), "ERR_INVALID_FILTER");
 }
@@ -256,8 +421,18 @@ async fn malformed_json_wrong_content_type_and_oversized_bodies_get_json_errors(
 async fn unknown_jobs_bad_uuids_and_unknown_routes_are_json_404s_and_400s() {
     let db = TestDb::new().await;
     let app = app!(db);
-    let get = |uri: &str| test::TestRequest::get().uri(uri).insert_header(("X-API-Key", KEY)).to_request();
-    let (status, body) = read(app.call(get("/common/jobs/7f1c3f34-7c39-4d62-8e0c-1c5b3f0e8f5e")).await.unwrap()).await;
+    let get = |uri: &str| {
+        test::TestRequest::get()
+            .uri(uri)
+            .insert_header(("X-API-Key", KEY))
+            .to_request()
+    };
+    let (status, body) = read(
+        app.call(get("/common/jobs/7f1c3f34-7c39-4d62-8e0c-1c5b3f0e8f5e"))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(error_code(&body), "ERR_NOT_FOUND");
     let (status, body) = read(app.call(get("/common/jobs/not-a-uuid")).await.unwrap()).await;
@@ -272,13 +447,22 @@ async fn unknown_jobs_bad_uuids_and_unknown_routes_are_json_404s_and_400s() {
 async fn cancelling_an_open_job_fails_it_for_good_and_a_second_cancel_conflicts() {
     let db = TestDb::new().await;
     let app = app!(db);
-    let (_, created) = read(app.call(post("/common/jobs/create", insert_job()).to_request()).await.unwrap()).await;
+    let (_, created) = read(
+        app.call(post("/common/jobs/create", insert_job()).to_request())
+            .await
+            .unwrap(),
+    )
+    .await;
     let uuid = created["data"]["uuid"].as_str().unwrap().to_string();
     let cancel = || post(&format!("/common/jobs/{uuid}/cancel"), json!({})).to_request();
     let (status, body) = read(app.call(cancel()).await.unwrap()).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["data"]["status"], "failed");
-    assert_eq!(body["data"]["run_after"], Value::Null, "a cancelled job is never retried");
+    assert_eq!(
+        body["data"]["run_after"],
+        Value::Null,
+        "a cancelled job is never retried"
+    );
     assert_eq!(body["data"]["job_response"]["cancelled"], true);
     let (status, body) = read(app.call(cancel()).await.unwrap()).await;
     assert_eq!(status, StatusCode::CONFLICT);
@@ -289,25 +473,54 @@ async fn cancelling_an_open_job_fails_it_for_good_and_a_second_cancel_conflicts(
 async fn health_needs_no_key_and_ready_checks_the_database() {
     let db = TestDb::new().await;
     let app = app!(db);
-    let (status, body) = read(app.call(test::TestRequest::get().uri("/health").to_request()).await.unwrap()).await;
+    let (status, body) = read(
+        app.call(test::TestRequest::get().uri("/health").to_request())
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["status"], "ok");
-    let (status, body) = read(app.call(test::TestRequest::get().uri("/ready").to_request()).await.unwrap()).await;
+    let (status, body) = read(
+        app.call(test::TestRequest::get().uri("/ready").to_request())
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["checks"]["database"], "ok");
 }
 
 #[actix_web::test]
 async fn ready_reports_503_when_the_database_is_gone() {
-    let pool = connectra_persistence::build_pool("postgres://postgres@127.0.0.1:1/none", 1).unwrap();
-    let st = AppState::new(JobRepo::new(pool), vec![KEY.into()], CreateRules {
-        job_types: Default::default(), allowed_buckets: Default::default(), default_retry_interval: 30 }, LIMIT);
+    let pool =
+        connectra_persistence::build_pool("postgres://postgres@127.0.0.1:1/none", 1).unwrap();
+    let st = AppState::new(
+        JobRepo::new(pool),
+        vec![KEY.into()],
+        CreateRules {
+            job_types: Default::default(),
+            allowed_buckets: Default::default(),
+            default_retry_interval: 30,
+        },
+        LIMIT,
+    );
     let app = test::init_service(App::new().configure(configure(st))).await;
-    let (status, body) = read(app.call(test::TestRequest::get().uri("/ready").to_request()).await.unwrap()).await;
+    let (status, body) = read(
+        app.call(test::TestRequest::get().uri("/ready").to_request())
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(error_code(&body), "ERR_UNAVAILABLE");
     // and a request that needs the database is a 503, not a 500
-    let (status, body) = read(app.call(post("/common/jobs", json!({})).to_request()).await.unwrap()).await;
+    let (status, body) = read(
+        app.call(post("/common/jobs", json!({})).to_request())
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(error_code(&body), "ERR_UNAVAILABLE");
 }

@@ -142,9 +142,7 @@ impl Settings {
         if !self.database_url.expose().starts_with("postgres://")
             && !self.database_url.expose().starts_with("postgresql://")
         {
-            return Err(ConfigError(
-                "DATABASE_URL must be a postgres:// URL".into(),
-            ));
+            return Err(ConfigError("DATABASE_URL must be a postgres:// URL".into()));
         }
         Ok(())
     }
@@ -281,7 +279,11 @@ mod tests {
     #[test]
     fn the_api_needs_keys_and_secrets_never_print() {
         let s = Settings::load_from(None, env(&[DB])).unwrap();
-        assert!(s.validate_for_api().unwrap_err().to_string().contains("API_KEYS"));
+        assert!(s
+            .validate_for_api()
+            .unwrap_err()
+            .to_string()
+            .contains("API_KEYS"));
         let s = Settings::load_from(None, env(&[DB, ("API_KEYS", "hunter2")])).unwrap();
         assert!(!format!("{s:?}").contains("hunter2"));
     }

@@ -5,7 +5,7 @@
 //! 1. [`parse_vql`] reads the wire shape into a [`VqlQuery`]. Unknown keys and
 //!    wrong JSON types are rejected here, with the path of the offending value.
 //! 2. [`VqlQuery::validate`] checks every field name against the service's
-//!    [catalogue](crate::catalogue) and every operator and value against the
+//!    [`catalogue`] and every operator and value against the
 //!    field's kind, and yields a [`ValidQuery`].
 //!
 //! Search backends compile only from a [`ValidQuery`]: it names fields by

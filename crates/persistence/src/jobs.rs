@@ -159,7 +159,9 @@ pub struct JobRepo {
 
 impl std::fmt::Debug for JobRepo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JobRepo").field("pool", &self.pool.status()).finish()
+        f.debug_struct("JobRepo")
+            .field("pool", &self.pool.status())
+            .finish()
     }
 }
 
@@ -250,15 +252,15 @@ impl JobRepo {
     /// Either way `job_response.cancelled` is set and the job never runs again.
     pub async fn cancel(&self, uuid: Uuid) -> Result<Option<CancelOutcome>> {
         let mut conn = self.pool.get().await?;
-        let stopped: Option<Job> = diesel::sql_query(format!(
+        let stopped: Option<Job> = diesel::sql_query(
             "UPDATE jobs SET status = 'failed', run_after = NULL, cancel_requested = true,
                  locked_by = NULL, locked_until = NULL, finished_at = now(), updated_at = now(),
-                 job_response = job_response || '{{\"cancelled\": true, \"messages\": \"cancelled by request\"}}'::jsonb
+                 job_response = job_response || '{\"cancelled\": true, \"messages\": \"cancelled by request\"}'::jsonb
              WHERE uuid = $1
                AND (status IN ('open', 'in_queue', 'retry_in_queued')
                     OR (status = 'failed' AND run_after IS NOT NULL))
-             RETURNING *"
-        ))
+             RETURNING *",
+        )
         .bind::<diesel::sql_types::Uuid, _>(uuid)
         .get_result(&mut conn)
         .await
@@ -330,51 +332,54 @@ impl JobRepo {
         Ok(claimed)
     }
 
-    /// `in_queue → processing` (or `retry_in_queued → retrying`), renewing the
-    /// lease. `None` when the claim no longer holds (cancelled or rescued).
-    pub async fn start(
+    /// `in_queue → processing` (or `retry_in_queued → retrying`) for a batch
+    /// of claims by `runner_id`, renewing their leases. Returns the jobs that
+    /// started; a claim missing from the answer no longer holds (the job was
+    /// cancelled or rescued meanwhile).
+    pub async fn start_many(
         &self,
-        fence: Fence<'_>,
         kind: ClaimKind,
+        runner_id: &str,
+        claims: &[(i64, i32)],
         lease: Duration,
-    ) -> Result<Option<Job>> {
+    ) -> Result<Vec<Job>> {
+        let (ids, attempts): (Vec<i64>, Vec<i32>) = claims.iter().copied().unzip();
         let mut conn = self.pool.get().await?;
-        let job = diesel::sql_query(
-            "UPDATE jobs SET status = $5, started_at = coalesce(started_at, now()),
+        let mut started: Vec<Job> = diesel::sql_query(
+            "UPDATE jobs j SET status = $5, started_at = coalesce(j.started_at, now()),
                  locked_until = now() + make_interval(secs => $4), updated_at = now()
-             WHERE id = $1 AND attempts = $2 AND locked_by = $3 AND status = $6
-               AND NOT cancel_requested
-             RETURNING *",
+             FROM unnest($1::bigint[], $2::int4[]) AS c(id, attempt)
+             WHERE j.id = c.id AND j.attempts = c.attempt AND j.locked_by = $3
+               AND j.status = $6 AND NOT j.cancel_requested
+             RETURNING j.*",
         )
-        .bind::<BigInt, _>(fence.id)
-        .bind::<Integer, _>(fence.attempt)
-        .bind::<Text, _>(fence.runner_id)
+        .bind::<Array<BigInt>, _>(&ids)
+        .bind::<Array<Integer>, _>(&attempts)
+        .bind::<Text, _>(runner_id)
         .bind::<Double, _>(secs(lease))
         .bind::<Text, _>(kind.running_status().as_str())
         .bind::<Text, _>(kind.queued_status().as_str())
-        .get_result(&mut conn)
-        .await
-        .optional()?;
-        Ok(job)
+        .load(&mut conn)
+        .await?;
+        started.sort_by_key(|j| j.id);
+        Ok(started)
     }
 
-    /// Renews the lease. Returns `Some(cancel_requested)` while the claim holds,
-    /// `None` once it is lost.
-    pub async fn heartbeat(&self, fence: Fence<'_>, lease: Duration) -> Result<Option<bool>> {
+    /// Renews the lease of every job `runner_id` holds. Returns them, with
+    /// whether a cancel was requested; a job missing from the answer is no
+    /// longer held by this runner.
+    pub async fn renew_leases(&self, runner_id: &str, lease: Duration) -> Result<Vec<Held>> {
         let mut conn = self.pool.get().await?;
-        let row: Option<Flag> = diesel::sql_query(format!(
-            "UPDATE jobs SET locked_until = now() + make_interval(secs => $4)
-             WHERE id = $1 AND attempts = $2 AND locked_by = $3 AND status IN {LEASED}
-             RETURNING cancel_requested AS flag"
+        let held = diesel::sql_query(format!(
+            "UPDATE jobs SET locked_until = now() + make_interval(secs => $2)
+             WHERE locked_by = $1 AND status IN {LEASED}
+             RETURNING id, attempts, cancel_requested"
         ))
-        .bind::<BigInt, _>(fence.id)
-        .bind::<Integer, _>(fence.attempt)
-        .bind::<Text, _>(fence.runner_id)
+        .bind::<Text, _>(runner_id)
         .bind::<Double, _>(secs(lease))
-        .get_result(&mut conn)
-        .await
-        .optional()?;
-        Ok(row.map(|r| r.flag))
+        .load(&mut conn)
+        .await?;
+        Ok(held)
     }
 
     /// Records progress and the checkpoint. `false` when the claim was lost.
@@ -402,6 +407,35 @@ impl JobRepo {
         .execute(&mut conn)
         .await?;
         Ok(n == 1)
+    }
+
+    /// Completes a batch of jobs held by `runner_id`: `(id, attempt, response)`.
+    /// Returns the ids written; the others had lost their claim.
+    pub async fn complete_many(
+        &self,
+        runner_id: &str,
+        done: &[(i64, i32, &JobResponse)],
+    ) -> Result<Vec<i64>> {
+        let ids: Vec<i64> = done.iter().map(|d| d.0).collect();
+        let attempts: Vec<i32> = done.iter().map(|d| d.1).collect();
+        let responses: Vec<Value> = done.iter().map(|d| to_json(d.2)).collect();
+        let mut conn = self.pool.get().await?;
+        let written: Vec<Id> = diesel::sql_query(format!(
+            "UPDATE jobs j SET status = 'completed', job_response = j.job_response || c.response,
+                 run_after = NULL, locked_by = NULL, locked_until = NULL,
+                 finished_at = now(), updated_at = now()
+             FROM unnest($1::bigint[], $2::int4[], $3::jsonb[]) AS c(id, attempt, response)
+             WHERE j.id = c.id AND j.attempts = c.attempt AND j.locked_by = $4
+               AND j.status IN {LEASED}
+             RETURNING j.id"
+        ))
+        .bind::<Array<BigInt>, _>(&ids)
+        .bind::<Array<Integer>, _>(&attempts)
+        .bind::<Array<Jsonb>, _>(&responses)
+        .bind::<Text, _>(runner_id)
+        .load(&mut conn)
+        .await?;
+        Ok(written.into_iter().map(|w| w.id).collect())
     }
 
     /// The handler succeeded: `completed`. `false` when the claim was lost.
@@ -535,6 +569,23 @@ impl JobRepo {
         diesel::sql_query("SELECT 1").execute(&mut conn).await?;
         Ok(())
     }
+}
+
+/// A job a runner holds, as its lease renewal reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, QueryableByName)]
+pub struct Held {
+    #[diesel(sql_type = BigInt)]
+    pub id: i64,
+    #[diesel(sql_type = Integer)]
+    pub attempts: i32,
+    #[diesel(sql_type = Bool)]
+    pub cancel_requested: bool,
+}
+
+#[derive(QueryableByName)]
+struct Id {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
 }
 
 #[derive(QueryableByName)]

@@ -63,7 +63,9 @@ async fn admin(admin_url: &str) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(admin_url, NoTls)
         .await
         .unwrap_or_else(|e| {
-            panic!("cannot reach PostgreSQL at {admin_url} ({e}); start it with `scripts/stack.sh up`")
+            panic!(
+                "cannot reach PostgreSQL at {admin_url} ({e}); start it with `scripts/stack.sh up`"
+            )
         });
     tokio::spawn(conn);
     client
@@ -193,6 +195,9 @@ mod tests {
             with_database("postgres://u@h:5433/connectra?sslmode=disable", "x"),
             "postgres://u@h:5433/x?sslmode=disable"
         );
-        assert_eq!(with_database("postgres://u@h:5433", "x"), "postgres://u@h:5433/x");
+        assert_eq!(
+            with_database("postgres://u@h:5433", "x"),
+            "postgres://u@h:5433/x"
+        );
     }
 }

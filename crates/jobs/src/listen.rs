@@ -1,0 +1,82 @@
+//! The `LISTEN` connection: wakes the claimer within milliseconds of a job
+//! becoming claimable, and reconnects when the connection drops.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use connectra_persistence::jobs::JOBS_CHANNEL;
+use futures::StreamExt;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_util::sync::CancellationToken;
+
+/// How often the listener proves its connection is alive.
+const PING_EVERY: Duration = Duration::from_secs(15);
+
+/// Spawns the listener. Every notification on the jobs channel, and every
+/// (re)connection, wakes `wake`, so work that arrived while disconnected is
+/// picked up as soon as the connection is back.
+pub(crate) fn spawn_listener(
+    database_url: String,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            match listen(&database_url, &wake, &shutdown).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64,
+                        "LISTEN connection lost; reconnecting");
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ListenError {
+    #[error(transparent)]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("the server closed the LISTEN connection")]
+    Closed,
+}
+
+async fn listen(url: &str, wake: &Notify, shutdown: &CancellationToken) -> Result<(), ListenError> {
+    let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
+    // The connection object yields notifications; poll it in this task.
+    let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+    let listen_sql = format!("LISTEN {JOBS_CHANNEL}");
+    let mut pending: Option<futures::future::BoxFuture<'_, Result<(), tokio_postgres::Error>>> =
+        Some(Box::pin(client.batch_execute(&listen_sql)));
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            done = async { pending.as_mut().expect("guarded").await }, if pending.is_some() => {
+                pending = None;
+                done?;
+                tracing::debug!(channel = JOBS_CHANNEL, "listening for new jobs");
+                // catch up on anything that arrived while we were not listening
+                wake.notify_one();
+            }
+            _ = ping.tick(), if pending.is_none() => {
+                pending = Some(Box::pin(client.batch_execute("SELECT 1")));
+            }
+            msg = messages.next() => match msg {
+                Some(Ok(AsyncMessage::Notification(_))) => wake.notify_one(),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e.into()),
+                None => return Err(ListenError::Closed),
+            },
+        }
+    }
+}

@@ -1,0 +1,722 @@
+//! The runner against a real PostgreSQL, with test job types registered
+//! through the embedding API. Each test has its own database.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use connectra_domain::job::NewJob;
+use connectra_jobs::{
+    JobContext, JobResponse, Mode, Progress, Registry, RunReport, Runner, RunnerConfig,
+};
+use connectra_persistence::jobs::{CancelOutcome, Fence};
+use connectra_persistence::testing::TestDb;
+use connectra_persistence::{Job, JobRepo, PgPool};
+use diesel::sql_types::{BigInt, Integer, Text};
+use diesel_async::RunQueryDsl;
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+async fn exec(pool: &PgPool, sql: &str) {
+    let mut conn = pool.get().await.unwrap();
+    diesel::sql_query(sql).execute(&mut conn).await.unwrap();
+}
+
+#[derive(diesel::QueryableByName, Debug)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+async fn count(pool: &PgPool, sql: &str) -> i64 {
+    let mut conn = pool.get().await.unwrap();
+    diesel::sql_query(sql)
+        .get_result::<Count>(&mut conn)
+        .await
+        .unwrap()
+        .n
+}
+
+fn job(job_type: &str, data: Value, retry_count: i32, retry_interval: i32) -> NewJob {
+    NewJob {
+        job_type: job_type.into(),
+        data,
+        retry_count,
+        retry_interval,
+    }
+}
+
+fn config(db: &TestDb, mode: Mode) -> RunnerConfig {
+    let mut c = RunnerConfig::new(mode);
+    c.listen_url = Some(db.url().to_string());
+    c.lease = Duration::from_secs(3);
+    c.shutdown_grace = Duration::from_secs(5);
+    c.stop_timeout = Duration::from_secs(5);
+    c
+}
+
+fn start(
+    db: &TestDb,
+    registry: Registry,
+    cfg: RunnerConfig,
+) -> (CancellationToken, JoinHandle<RunReport>) {
+    let stop = CancellationToken::new();
+    let runner = Runner::new(JobRepo::new(db.pool()), registry, cfg);
+    let handle = tokio::spawn(runner.run(stop.clone()));
+    (stop, handle)
+}
+
+/// Polls until `done` or panics after `secs`.
+async fn wait_until<F, Fut>(secs: u64, what: &str, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !done().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn get(repo: &JobRepo, job: &Job) -> Job {
+    repo.get(job.uuid).await.unwrap().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn four_runners_racing_over_2000_jobs_complete_each_exactly_once() {
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    exec(
+        &pool,
+        "CREATE TABLE executions (job_id BIGINT NOT NULL, attempt INT NOT NULL)",
+    )
+    .await;
+    let repo = JobRepo::new(pool.clone());
+    let jobs: Vec<NewJob> = (0..2000)
+        .map(|i| job("record", json!({ "i": i }), 0, 0))
+        .collect();
+
+    let mut runners = Vec::new();
+    for _ in 0..4 {
+        let mut registry = Registry::new();
+        let p = pool.clone();
+        registry.register_fn("record", move |ctx: JobContext| {
+            let p = p.clone();
+            async move {
+                let mut conn = p.get().await?;
+                diesel::sql_query("INSERT INTO executions VALUES ($1, $2)")
+                    .bind::<BigInt, _>(ctx.job().id)
+                    .bind::<Integer, _>(ctx.job().attempts)
+                    .execute(&mut conn)
+                    .await?;
+                Ok(JobResponse::default())
+            }
+        });
+        let mut cfg = config(&db, Mode::FirstTime);
+        cfg.queue_size = 50;
+        runners.push(start(&db, registry, cfg));
+    }
+    // created after the runners listen: NOTIFY must wake them
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(repo.create_many(&jobs).await.unwrap(), 2000);
+
+    wait_until(120, "2000 completed jobs", || async {
+        count(
+            &pool,
+            "SELECT count(*) AS n FROM jobs WHERE status = 'completed'",
+        )
+        .await
+            == 2000
+    })
+    .await;
+    let mut claimed = 0;
+    for (stop, handle) in runners {
+        stop.cancel();
+        let report = handle.await.unwrap();
+        assert!(report.lost == 0 && report.failed == 0, "{report:?}");
+        claimed += report.claimed;
+    }
+    assert_eq!(
+        claimed, 2000,
+        "every job claimed exactly once across runners"
+    );
+    assert_eq!(
+        count(&pool, "SELECT count(*) AS n FROM executions").await,
+        2000
+    );
+    assert_eq!(
+        count(&pool, "SELECT count(DISTINCT job_id) AS n FROM executions").await,
+        2000
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) AS n FROM jobs WHERE attempts <> 1 OR locked_by IS NOT NULL"
+        )
+        .await,
+        0
+    );
+}
+
+/// Counts runs and fails the first `fail_first` attempts.
+fn flaky(fail_first: i32, pool: PgPool) -> Registry {
+    let mut registry = Registry::new();
+    registry.register_fn("flaky", move |ctx: JobContext| {
+        let pool = pool.clone();
+        async move {
+            let mut conn = pool.get().await?;
+            diesel::sql_query("INSERT INTO runs VALUES ($1, $2, clock_timestamp())")
+                .bind::<BigInt, _>(ctx.job().id)
+                .bind::<Integer, _>(ctx.job().attempts)
+                .execute(&mut conn)
+                .await?;
+            if ctx.job().attempts <= fail_first {
+                anyhow::bail!("flaky failure number {}", ctx.job().attempts);
+            }
+            Ok(JobResponse {
+                messages: Some("finally".into()),
+                ..JobResponse::default()
+            })
+        }
+    });
+    registry
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_failing_twice_then_succeeding_with_retry_count_3_completes_on_attempt_3() {
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    exec(
+        &pool,
+        "CREATE TABLE runs (job_id BIGINT, attempt INT, at TIMESTAMPTZ)",
+    )
+    .await;
+    let repo = JobRepo::new(pool.clone());
+    let first = start(&db, flaky(2, pool.clone()), config(&db, Mode::FirstTime));
+    let retry = start(&db, flaky(2, pool.clone()), config(&db, Mode::Retry));
+    let created = repo.create(&job("flaky", json!({}), 3, 1)).await.unwrap();
+
+    wait_until(30, "completion after retries", || async {
+        get(&repo, &created).await.status == "completed"
+    })
+    .await;
+    let done = get(&repo, &created).await;
+    assert_eq!(done.attempts, 3);
+    assert_eq!(done.run_after, None);
+    let response = done.response();
+    assert_eq!(response.messages.as_deref(), Some("finally"));
+    assert_eq!(
+        response.runtime_errors.len(),
+        2,
+        "{:?}",
+        response.runtime_errors
+    );
+    assert!(response.runtime_errors[0].contains("flaky failure number 1"));
+    // run_after was respected: each retry started at least retry_interval after the failure
+    let gaps = count(
+        &pool,
+        "SELECT count(*) AS n FROM runs a JOIN runs b ON b.attempt = a.attempt + 1
+                             WHERE b.at - a.at < interval '1 second'",
+    )
+    .await;
+    assert_eq!(gaps, 0, "a retry ran before its run_after");
+    assert_eq!(count(&pool, "SELECT count(*) AS n FROM runs").await, 3);
+    for (stop, h) in [first, retry] {
+        stop.cancel();
+        h.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_retry_count_0_a_failure_is_final_and_run_after_is_null() {
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    exec(
+        &pool,
+        "CREATE TABLE runs (job_id BIGINT, attempt INT, at TIMESTAMPTZ)",
+    )
+    .await;
+    let repo = JobRepo::new(pool.clone());
+    let first = start(&db, flaky(5, pool.clone()), config(&db, Mode::FirstTime));
+    let retry = start(&db, flaky(5, pool.clone()), config(&db, Mode::Retry));
+    let created = repo.create(&job("flaky", json!({}), 0, 0)).await.unwrap();
+    wait_until(30, "failure", || async {
+        get(&repo, &created).await.status == "failed"
+    })
+    .await;
+    // give the retry runner every chance to (wrongly) pick it up
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let failed = get(&repo, &created).await;
+    assert_eq!(failed.status, "failed");
+    assert_eq!(failed.attempts, 1);
+    assert_eq!(failed.run_after, None);
+    assert_eq!(count(&pool, "SELECT count(*) AS n FROM runs").await, 1);
+    for (stop, h) in [first, retry] {
+        stop.cancel();
+        h.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_job_is_not_retried_before_its_run_after() {
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    exec(
+        &pool,
+        "CREATE TABLE runs (job_id BIGINT, attempt INT, at TIMESTAMPTZ)",
+    )
+    .await;
+    let repo = JobRepo::new(pool.clone());
+    let first = start(&db, flaky(1, pool.clone()), config(&db, Mode::FirstTime));
+    let retry = start(&db, flaky(1, pool.clone()), config(&db, Mode::Retry));
+    let created = repo
+        .create(&job("flaky", json!({}), 1, 3600))
+        .await
+        .unwrap();
+    wait_until(30, "first failure", || async {
+        get(&repo, &created).await.status == "failed"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let waiting = get(&repo, &created).await;
+    assert_eq!(waiting.status, "failed");
+    assert_eq!(waiting.attempts, 1);
+    let run_after = waiting.run_after.expect("a retry is scheduled");
+    let wait = run_after - waiting.finished_at.unwrap();
+    assert!(
+        (wait.whole_seconds() - 3600).abs() <= 1,
+        "run_after = now + retry_interval, got {wait}"
+    );
+    // bring run_after forward: the retry runner takes it
+    exec(&pool, "UPDATE jobs SET run_after = now()").await;
+    wait_until(30, "retry", || async {
+        get(&repo, &created).await.status == "completed"
+    })
+    .await;
+    assert_eq!(get(&repo, &created).await.attempts, 2);
+    for (stop, h) in [first, retry] {
+        stop.cancel();
+        h.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_fails_the_job_with_the_panic_message() {
+    let db = TestDb::new().await;
+    let repo = JobRepo::new(db.pool());
+    let mut registry = Registry::new();
+    registry.register_fn("boom", |_ctx: JobContext| async {
+        if true {
+            panic!("the flux capacitor overheated");
+        }
+        Ok(JobResponse::default())
+    });
+    let (stop, h) = start(&db, registry, config(&db, Mode::FirstTime));
+    let created = repo.create(&job("boom", json!({}), 0, 0)).await.unwrap();
+    wait_until(30, "failure", || async {
+        get(&repo, &created).await.status == "failed"
+    })
+    .await;
+    let failed = get(&repo, &created).await;
+    let errors = failed.response().runtime_errors;
+    assert!(
+        errors[0].contains("panicked: the flux capacitor overheated"),
+        "{errors:?}"
+    );
+    stop.cancel();
+    assert_eq!(h.await.unwrap().failed, 1);
+}
+
+fn sleeper(started: Arc<AtomicUsize>) -> Registry {
+    let mut registry = Registry::new();
+    registry.register_fn("sleep", move |ctx: JobContext| {
+        let started = started.clone();
+        async move {
+            started.fetch_add(1, Ordering::SeqCst);
+            let mut step = ctx
+                .checkpoint()
+                .and_then(|c| c["step"].as_i64())
+                .unwrap_or(0);
+            loop {
+                if ctx.is_cancelled() {
+                    return Err(ctx.stopped());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                step += 1;
+                ctx.record_progress(
+                    &Progress {
+                        rows_processed: step,
+                        ..Progress::default()
+                    },
+                    Some(&json!({ "step": step })),
+                )
+                .await?;
+            }
+        }
+    });
+    registry
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_running_job_stops_its_handler_and_it_never_runs_again() {
+    let db = TestDb::new().await;
+    let repo = JobRepo::new(db.pool());
+    let started = Arc::new(AtomicUsize::new(0));
+    let first = start(&db, sleeper(started.clone()), config(&db, Mode::FirstTime));
+    let retry = start(&db, sleeper(started.clone()), config(&db, Mode::Retry));
+    let created = repo.create(&job("sleep", json!({}), 5, 0)).await.unwrap();
+    wait_until(30, "processing", || async {
+        get(&repo, &created).await.status == "processing"
+    })
+    .await;
+    let outcome = repo.cancel(created.uuid).await.unwrap().unwrap();
+    assert!(
+        matches!(outcome, CancelOutcome::Requested(_)),
+        "{outcome:?}"
+    );
+    wait_until(30, "cancelled", || async {
+        get(&repo, &created).await.status == "failed"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cancelled = get(&repo, &created).await;
+    assert_eq!(cancelled.status, "failed");
+    assert_eq!(
+        cancelled.run_after, None,
+        "retries remained, but a cancelled job never runs again"
+    );
+    assert_eq!(cancelled.job_response["cancelled"], json!(true));
+    assert_eq!(AtomicUsize::load(&started, Ordering::SeqCst), 1);
+    for (stop, h) in [first, retry] {
+        stop.cancel();
+        h.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_hands_back_queued_and_running_jobs_with_their_checkpoint() {
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    let repo = JobRepo::new(pool.clone());
+    let started = Arc::new(AtomicUsize::new(0));
+    let mut cfg = config(&db, Mode::FirstTime);
+    cfg.workers = 2;
+    cfg.queue_size = 5;
+    cfg.shutdown_grace = Duration::from_millis(300);
+    let (stop, h) = start(&db, sleeper(started.clone()), cfg);
+    let jobs: Vec<NewJob> = (0..10).map(|_| job("sleep", json!({}), 0, 0)).collect();
+    repo.create_many(&jobs).await.unwrap();
+    wait_until(30, "2 running and some queued", || async {
+        count(
+            &pool,
+            "SELECT count(*) AS n FROM jobs WHERE status = 'processing' AND rows_processed > 0",
+        )
+        .await
+            == 2
+            && count(
+                &pool,
+                "SELECT count(*) AS n FROM jobs WHERE status = 'in_queue'",
+            )
+            .await
+                == 5
+    })
+    .await;
+    stop.cancel();
+    let report = h.await.unwrap();
+    assert_eq!(report.released, 7, "{report:?}");
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) AS n FROM jobs WHERE status <> 'open' OR locked_by IS NOT NULL"
+        )
+        .await,
+        0
+    );
+    // the two that ran kept their checkpoint and their attempt; the queued ones got theirs back
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) AS n FROM jobs WHERE checkpoint IS NOT NULL AND attempts = 1"
+        )
+        .await,
+        2
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) AS n FROM jobs WHERE checkpoint IS NULL AND attempts = 0"
+        )
+        .await,
+        8
+    );
+    // and a new runner resumes from the checkpoint
+    let mut registry = Registry::new();
+    registry.register_fn("sleep", |ctx: JobContext| async move {
+        let step = ctx
+            .checkpoint()
+            .and_then(|c| c["step"].as_i64())
+            .unwrap_or(0);
+        Ok(JobResponse {
+            messages: Some(format!("resumed at {step}")),
+            ..JobResponse::default()
+        })
+    });
+    let (stop, h) = start(&db, registry, config(&db, Mode::FirstTime));
+    wait_until(30, "all completed", || async {
+        count(
+            &pool,
+            "SELECT count(*) AS n FROM jobs WHERE status = 'completed'",
+        )
+        .await
+            == 10
+    })
+    .await;
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) AS n FROM jobs WHERE job_response->>'messages' <> 'resumed at 0'"
+        )
+        .await,
+        2
+    );
+    stop.cancel();
+    h.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_runner_keeps_dying_fails_for_good_after_the_rescue_limit() {
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    let repo = JobRepo::new(pool.clone());
+    let created = repo.create(&job("sleep", json!({}), 9, 0)).await.unwrap();
+    for round in 1..=3 {
+        exec(
+            &pool,
+            "UPDATE jobs SET status = 'processing', attempts = attempts + 1, locked_by = 'dead',
+                     locked_until = now() - interval '1 second'",
+        )
+        .await;
+        let report = repo.rescue_expired(2).await.unwrap();
+        let j = get(&repo, &created).await;
+        if round <= 2 {
+            assert_eq!((report.released, report.failed_for_good), (1, 0));
+            assert_eq!(j.status, "open");
+            assert_eq!(j.rescues, round);
+        } else {
+            assert_eq!((report.released, report.failed_for_good), (0, 1));
+            assert_eq!(j.status, "failed");
+            assert_eq!(j.run_after, None);
+            let errors = j.response().runtime_errors;
+            assert!(
+                errors
+                    .last()
+                    .unwrap()
+                    .contains("stopped responding 3 times"),
+                "{errors:?}"
+            );
+        }
+    }
+    // a retrying job whose runner died goes back to failed, due now
+    let other = repo.create(&job("sleep", json!({}), 9, 0)).await.unwrap();
+    exec(
+        &pool,
+        &format!(
+            "UPDATE jobs SET status = 'retrying', attempts = 2, locked_by = 'dead',
+                  locked_until = now() - interval '1 second' WHERE id = {}",
+            other.id
+        ),
+    )
+    .await;
+    repo.rescue_expired(2).await.unwrap();
+    let j = get(&repo, &other).await;
+    assert_eq!(j.status, "failed");
+    assert!(j.run_after.is_some());
+}
+
+#[derive(diesel::QueryableByName)]
+struct Status {
+    #[diesel(sql_type = Text)]
+    status: String,
+}
+
+async fn statuses(pool: &PgPool) -> Vec<String> {
+    let mut conn = pool.get().await.unwrap();
+    diesel::sql_query("SELECT status FROM jobs ORDER BY id")
+        .load::<Status>(&mut conn)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.status)
+        .collect()
+}
+
+fn demo(db: &TestDb, extra: &[(&str, &str)]) -> std::process::Child {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_demo-runner"));
+    cmd.env("DATABASE_URL", db.url())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_killed_mid_job_is_rescued_by_another_and_its_late_write_is_rejected() {
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    let repo = JobRepo::new(pool.clone());
+    let created = repo
+        .create(&job("sleep", json!({ "ms": 600000 }), 0, 0))
+        .await
+        .unwrap();
+    let mut child = demo(&db, &[("JOB_LEASE_SECONDS", "2")]);
+    wait_until(60, "the process to run the job", || async {
+        let j = get(&repo, &created).await;
+        j.status == "processing" && j.rows_processed > 2
+    })
+    .await;
+    let stale = get(&repo, &created).await;
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    // another runner (this process) rescues it once the lease expires, and finishes it
+    let mut registry = Registry::new();
+    registry.register_fn("sleep", |ctx: JobContext| async move {
+        let resumed = ctx
+            .checkpoint()
+            .and_then(|c| c["done_ms"].as_u64())
+            .unwrap_or(0);
+        Ok(JobResponse {
+            messages: Some(format!("resumed after {resumed} ms")),
+            ..JobResponse::default()
+        })
+    });
+    let mut cfg = config(&db, Mode::FirstTime);
+    cfg.lease = Duration::from_secs(2);
+    let (stop, h) = start(&db, registry, cfg);
+    wait_until(60, "rescue and completion", || async {
+        get(&repo, &created).await.status == "completed"
+    })
+    .await;
+    let done = get(&repo, &created).await;
+    assert_eq!(done.attempts, 2);
+    assert_eq!(done.rescues, 1);
+    assert_ne!(
+        done.response().messages.as_deref(),
+        Some("resumed after 0 ms"),
+        "checkpoint kept"
+    );
+
+    // the dead runner's late writes carry the stale attempt: all rejected
+    let fence = Fence {
+        id: stale.id,
+        attempt: stale.attempts,
+        runner_id: stale.locked_by.as_deref().unwrap(),
+    };
+    assert!(!repo.complete(fence, &JobResponse::default()).await.unwrap());
+    assert!(!repo.fail(fence, &JobResponse::default()).await.unwrap());
+    assert!(!repo.release(fence).await.unwrap());
+    assert!(!repo
+        .record_progress(fence, &Progress::default(), None)
+        .await
+        .unwrap());
+    assert_eq!(get(&repo, &created).await, done, "nothing changed");
+    stop.cancel();
+    h.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_leaves_no_job_queued_or_running_and_the_process_exits_0() {
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    let repo = JobRepo::new(pool.clone());
+    let jobs: Vec<NewJob> = (0..12)
+        .map(|_| job("sleep", json!({ "ms": 600000 }), 0, 0))
+        .collect();
+    repo.create_many(&jobs).await.unwrap();
+    let child = demo(
+        &db,
+        &[
+            ("PARALLEL_JOBS", "2"),
+            ("JOB_IN_QUEUE_SIZE", "4"),
+            ("SHUTDOWN_GRACE_SECONDS", "1"),
+        ],
+    );
+    wait_until(60, "running and queued jobs", || async {
+        let s = statuses(&pool).await;
+        s.iter().filter(|s| *s == "processing").count() == 2
+            && s.iter().filter(|s| *s == "in_queue").count() == 4
+    })
+    .await;
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.status.success(), "exit status {:?}", out.status);
+    let s = statuses(&pool).await;
+    assert!(s.iter().all(|s| s == "open"), "{s:?}");
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) AS n FROM jobs WHERE checkpoint IS NOT NULL"
+        )
+        .await,
+        2
+    );
+
+    // the same for the retry runner: jobs go back to failed, due now
+    exec(
+        &pool,
+        "UPDATE jobs SET status = 'failed', run_after = now()",
+    )
+    .await;
+    let child = demo(
+        &db,
+        &[
+            ("MODE", "retry"),
+            ("PARALLEL_JOBS", "1"),
+            ("JOB_IN_QUEUE_SIZE", "3"),
+            ("SHUTDOWN_GRACE_SECONDS", "1"),
+        ],
+    );
+    wait_until(60, "a retrying job", || async {
+        let s = statuses(&pool).await;
+        s.iter().filter(|s| *s == "retrying").count() == 1
+            && s.iter().filter(|s| *s == "retry_in_queued").count() == 3
+    })
+    .await;
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(count(&pool, "SELECT count(*) AS n FROM jobs WHERE status IN ('in_queue','processing','retry_in_queued','retrying')").await, 0);
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) AS n FROM jobs WHERE status = 'failed' AND run_after <= now()"
+        )
+        .await,
+        12
+    );
+}

@@ -1,0 +1,40 @@
+# Connectra Jobs. `just --list` shows the recipes.
+
+# Start PostgreSQL and S3 on loopback (installs what is missing)
+up:
+    scripts/stack.sh up
+
+# Stop exactly what `up` started
+down:
+    scripts/stack.sh down
+
+status:
+    scripts/stack.sh status
+
+# The whole service in one process (API + both runners)
+run:
+    scripts/run.sh
+
+# Every check and test, against the real stack (what CI runs)
+test:
+    scripts/test.sh
+
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Run migrations against DATABASE_URL
+migrate:
+    scripts/stack.sh up
+    eval "$(scripts/stack.sh env)" && cargo run --bin api-server -- migrate
+
+job-runner:
+    eval "$(scripts/stack.sh env)" && cargo run --bin job-runner
+
+retry-runner:
+    eval "$(scripts/stack.sh env)" && cargo run --bin retry-runner
+
+# Benchmarks (release build, real stack); figures go to docs/benchmarks.md
+bench:
+    scripts/stack.sh up
+    eval "$(scripts/stack.sh env)" && cargo run --release --locked -p connectra-jobs --example runner_bench

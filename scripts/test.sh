@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs every check and test of the workspace against the real local stack
+# (PostgreSQL, SeaweedFS S3), installing and starting whatever is missing.
+# This is the README's test command, and what CI runs.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+scripts/stack.sh up
+eval "$(scripts/stack.sh env)"
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
