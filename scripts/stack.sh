@@ -642,10 +642,11 @@ os_tail_logs() {
   from=$(grep -n '^==== .* starting opensearch' "$OS_LOG" | tail -n1 | cut -d: -f1)
   echo "---- last lines of $OS_LOG (stack frames left out) ----" >&2
   tail -n +"${from:-1}" "$OS_LOG" | grep -vE '(^|\]) *'$'\t''*(at |\.\.\. [0-9]+ more)' | tail -n 25 >&2 || true
-  echo "---- (the node's own logs: $OS_NODE/logs/) ----" >&2
+  echo "---- (the node's own log: $OS_NODE_LOG) ----" >&2
 }
 
 # Start the JVM (detached) unless it already runs; does not wait for it (see os_wait).
+OS_STARTED=0 OS_T0=0
 os_start() {
   local pid
   pid=$(os_pid)
@@ -654,8 +655,11 @@ os_start() {
     running_port=$(read_pid "$OS_PORTFILE")
     [ -z "$running_port" ] || [ "$running_port" = "$OPENSEARCH_PORT" ] \
       || die "opensearch already running (pid $pid) on port $running_port, not $OPENSEARCH_PORT; run 'down opensearch' first"
+    log "opensearch already running (pid $pid, port $OPENSEARCH_PORT)"
+    OS_STARTED=0
     return 0
   fi
+  OS_STARTED=1
   if [ -f "$OS_PIDFILE" ]; then
     log "removing stale $OS_PIDFILE (pid $(read_pid "$OS_PIDFILE") is not running)"
     rm -f "$OS_PIDFILE" "$OS_PORTFILE"
@@ -692,6 +696,7 @@ YML
   esac
   read -ra opts <<<"$OPENSEARCH_JAVA_OPTS"
   echo "$OPENSEARCH_PORT" >"$OS_PORTFILE"
+  OS_T0=$SECONDS
   log "starting opensearch on $HOST:$OPENSEARCH_PORT (${heap[*]}; log: $OS_LOG, node logs: $OS_NODE/logs)"
   printf '\n==== %s scripts/stack.sh: starting opensearch (%s) ====\n' "$(date '+%F %T')" "$OS_MAIN" >>"$OS_LOG"
   # Same detaching as seaweedfs: new session, stdin /dev/null, output to the log, lock fd closed.
@@ -734,7 +739,7 @@ os_wait() {
     fi
     sleep 0.5
   done
-  log "opensearch ready: $(os_url) cluster $OS_CLUSTER health $status (pid $pid)"
+  [ "$OS_STARTED" -eq 0 ] || log "opensearch ready in $((SECONDS - OS_T0))s: $(os_url) cluster $OS_CLUSTER health $status (pid $pid)"
 }
 
 os_down() {
