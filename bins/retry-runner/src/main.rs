@@ -1,8 +1,9 @@
 //! `retry-runner`: the guide's `retry` runner, for failed jobs whose `run_after` has passed.
 
 use connectra_config::Settings;
+use connectra_jobs::builtin::registry_from_settings;
 use connectra_jobs::process::{init_tracing, shutdown_on_signal};
-use connectra_jobs::{builtin_registry, Mode, Runner, RunnerConfig};
+use connectra_jobs::{Mode, Runner, RunnerConfig};
 use connectra_persistence::{build_pool, JobRepo};
 
 #[tokio::main]
@@ -11,7 +12,8 @@ async fn main() -> anyhow::Result<()> {
     init_tracing();
     let config = RunnerConfig::from_settings(&settings, Mode::Retry);
     let pool = build_pool(settings.database_url.expose(), settings.database_pool_size)?;
-    let runner = Runner::new(JobRepo::new(pool), builtin_registry(), config);
+    let registry = registry_from_settings(&settings, pool.clone()).await?;
+    let runner = Runner::new(JobRepo::new(pool), registry, config);
     runner.run(shutdown_on_signal()?).await;
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 pub mod catalogue;
 pub mod error;
+pub mod import;
 pub mod job;
 pub mod service;
 pub mod vql;

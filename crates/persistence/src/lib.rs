@@ -2,6 +2,7 @@
 
 pub mod jobs;
 mod pool;
+pub mod records;
 pub mod schema;
 #[cfg(feature = "testing")]
 pub mod testing;

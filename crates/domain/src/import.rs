@@ -1,0 +1,658 @@
+//! CSV import rules (spec §2 and §3), as pure functions: header
+//! normalisation, service inference, the mapping of columns to fields, typed
+//! cell parsing, natural keys and record uuids.
+//!
+//! The import handler reads bytes and writes rows; everything it decides about
+//! a row is decided here.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::catalogue::{self, FieldDef, FieldKind};
+use crate::service::Service;
+
+/// The namespace of record uuids derived from natural keys (UUIDv5).
+pub const RECORD_NAMESPACE: Uuid = Uuid::from_u128(0x6c0e_a3f1_2b5d_4e8a_9f37_c1d2_e4b5_a697);
+
+/// Columns that the system maintains; a CSV's values for them are ignored,
+/// so that an export of every column re-imports unchanged.
+const SYSTEM_COLUMNS: [&str; 3] = ["id", "created_at", "updated_at"];
+
+/// Fields whose distinct values go into `filters_data`: the keyword fields a
+/// UI filters on. Identifiers (email, phone, URLs, domain) are unique per
+/// record and are not filter values, so they are left out.
+pub fn filter_fields(service: Service) -> &'static [&'static str] {
+    match service {
+        Service::Contact => &[
+            "seniority",
+            "departments",
+            "email_status",
+            "country",
+            "state",
+            "city",
+        ],
+        Service::Company => &[
+            "industries",
+            "keywords",
+            "technologies",
+            "country",
+            "state",
+            "city",
+        ],
+    }
+}
+
+/// The columns an import writes for `service`, in catalogue order: `uuid`
+/// first, `extra` last; `id`, `created_at` and `updated_at` are the database's.
+pub fn import_columns(service: Service) -> Vec<&'static FieldDef> {
+    catalogue::fields(service)
+        .iter()
+        .filter(|f| !SYSTEM_COLUMNS.contains(&f.name))
+        .collect()
+}
+
+/// A typed cell value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    Text(String),
+    List(Vec<String>),
+    Int(i64),
+    Uuid(Uuid),
+    Json(Map<String, Value>),
+}
+
+/// One record to upsert: `cells` follow [`import_columns`]; `None` is an empty
+/// cell, which leaves the stored value alone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub uuid: Uuid,
+    pub cells: Vec<Option<Cell>>,
+}
+
+/// What one CSV line becomes: its record, and for contacts the company that
+/// its `company_` columns describe.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedLine {
+    pub record: Row,
+    pub company: Option<Row>,
+}
+
+/// A problem that stops the whole import.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct FatalImportError(pub String);
+
+/// `First Name` → `first_name`: trimmed (and a BOM dropped), lower-cased,
+/// runs of spaces or hyphens made one `_`.
+pub fn normalise_header(raw: &str) -> String {
+    let trimmed = raw.trim_start_matches('\u{feff}').trim().to_lowercase();
+    let mut out = String::with_capacity(trimmed.len());
+    let mut in_run = false;
+    for c in trimmed.chars() {
+        if c == ' ' || c == '-' || c == '\t' {
+            if !in_run {
+                out.push('_');
+            }
+            in_run = true;
+        } else {
+            out.push(c);
+            in_run = false;
+        }
+    }
+    out
+}
+
+/// Any contact column makes a file a contacts file.
+pub fn infer_service(headers: &[String]) -> Service {
+    let contact = ["first_name", "last_name", "email", "title"];
+    if headers.iter().any(|h| contact.contains(&h.as_str())) {
+        Service::Contact
+    } else {
+        Service::Company
+    }
+}
+
+/// Splits a list cell on `;` when one is present, otherwise on `,`; parts are
+/// trimmed and empty parts dropped.
+pub fn split_list(cell: &str) -> Vec<String> {
+    let sep = if cell.contains(';') { ';' } else { ',' };
+    cell.split(sep)
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// The lower-cased host of a website, without `www.`: `https://WWW.Acme.io/x` → `acme.io`.
+pub fn domain_of(website: &str) -> Option<String> {
+    let w = website.trim();
+    let rest = w.split_once("://").map_or(w, |(_, r)| r);
+    let host = rest
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or("")
+        .rsplit('@')
+        .next()
+        .unwrap_or("");
+    let host = host.split(':').next().unwrap_or("").to_lowercase();
+    let host = host
+        .strip_prefix("www.")
+        .unwrap_or(&host)
+        .trim_end_matches('.');
+    (!host.is_empty() && host.contains('.')).then(|| host.to_string())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// index into the record's import columns
+    Field(usize),
+    /// index into the company's import columns (contacts' `company_` columns)
+    CompanyField(usize),
+    /// the `extra` column: a JSON object merged into `extra`
+    Extra,
+    /// unknown column: kept in `extra` under its header
+    Unknown,
+    /// a system column (`id`, `created_at`, `updated_at`)
+    Ignored,
+}
+
+/// How a file's columns map to fields, decided once from its header row.
+#[derive(Debug, Clone)]
+pub struct HeaderPlan {
+    pub service: Service,
+    pub headers: Vec<String>,
+    targets: Vec<Target>,
+    columns: Vec<&'static FieldDef>,
+    company_columns: Vec<&'static FieldDef>,
+    has_company: bool,
+}
+
+impl HeaderPlan {
+    /// Reads the header row. `service` comes from `job_data` when given.
+    pub fn new(raw: &[String], service: Option<Service>) -> Result<Self, FatalImportError> {
+        let headers: Vec<String> = raw.iter().map(|h| normalise_header(h)).collect();
+        if headers.iter().all(String::is_empty) {
+            return Err(FatalImportError("the file has no header row".into()));
+        }
+        let service = service.unwrap_or_else(|| infer_service(&headers));
+        let columns = import_columns(service);
+        let company_columns = import_columns(Service::Company);
+        let mut targets = Vec::with_capacity(headers.len());
+        let mut seen = BTreeMap::new();
+        for (i, h) in headers.iter().enumerate() {
+            if h.is_empty() {
+                return Err(FatalImportError(format!(
+                    "column {} has an empty header",
+                    i + 1
+                )));
+            }
+            if let Some(first) = seen.insert(h.clone(), i) {
+                return Err(FatalImportError(format!(
+                    "columns {} and {} are both '{h}' once normalised",
+                    first + 1,
+                    i + 1
+                )));
+            }
+            let target = if SYSTEM_COLUMNS.contains(&h.as_str()) {
+                Target::Ignored
+            } else if h == "extra" {
+                Target::Extra
+            } else if let Some(pos) = columns.iter().position(|f| f.name == h) {
+                Target::Field(pos)
+            } else if let Some(pos) = h
+                .strip_prefix("company_")
+                .filter(|_| service == Service::Contact)
+                .and_then(|name| {
+                    company_columns
+                        .iter()
+                        .position(|f| f.name == name && f.name != "extra")
+                })
+            {
+                Target::CompanyField(pos)
+            } else {
+                Target::Unknown
+            };
+            targets.push(target);
+        }
+        if !targets
+            .iter()
+            .any(|t| matches!(t, Target::Field(_) | Target::CompanyField(_)))
+        {
+            return Err(FatalImportError(format!(
+                "no usable column: none of the headers ({}) is a {} field",
+                headers.join(", "),
+                service
+            )));
+        }
+        let has_company = targets.iter().any(|t| matches!(t, Target::CompanyField(_)));
+        Ok(Self {
+            service,
+            headers,
+            targets,
+            columns,
+            company_columns,
+            has_company,
+        })
+    }
+
+    /// The import columns of this file's service.
+    pub fn columns(&self) -> &[&'static FieldDef] {
+        &self.columns
+    }
+
+    /// Number of fields every row must have.
+    pub fn width(&self) -> usize {
+        self.targets.len()
+    }
+
+    /// Parses one data row. `Err` is the reason it is rejected.
+    pub fn parse_row<'a, I>(&self, fields: I) -> Result<ParsedLine, String>
+    where
+        I: ExactSizeIterator<Item = &'a [u8]>,
+    {
+        if fields.len() != self.targets.len() {
+            return Err(format!(
+                "expected {} fields, found {}",
+                self.targets.len(),
+                fields.len()
+            ));
+        }
+        let mut cells: Vec<Option<Cell>> = vec![None; self.columns.len()];
+        let mut company: Vec<Option<Cell>> = if self.has_company {
+            vec![None; self.company_columns.len()]
+        } else {
+            Vec::new()
+        };
+        let mut extra = Map::new();
+        for ((raw, target), header) in fields.zip(&self.targets).zip(&self.headers) {
+            let text = std::str::from_utf8(raw)
+                .map_err(|_| format!("column '{header}' is not valid UTF-8"))?;
+            if text.trim().is_empty() {
+                continue;
+            }
+            match *target {
+                Target::Field(i) => cells[i] = Some(parse_cell(self.columns[i], header, text)?),
+                Target::CompanyField(i) => {
+                    company[i] = Some(parse_cell(self.company_columns[i], header, text)?)
+                }
+                Target::Extra => match serde_json::from_str::<Value>(text) {
+                    Ok(Value::Object(m)) => extra.extend(m),
+                    _ => return Err("column 'extra' must hold a JSON object".into()),
+                },
+                Target::Unknown => {
+                    extra.insert(header.clone(), Value::String(text.to_string()));
+                }
+                Target::Ignored => {}
+            }
+        }
+        let company = if company.iter().any(Option::is_some) {
+            Some(finish_company(&self.company_columns, company, true)?)
+        } else {
+            None
+        };
+        let extra_pos = self.columns.len() - 1;
+        if !extra.is_empty() {
+            match &mut cells[extra_pos] {
+                Some(Cell::Json(m)) => m.extend(extra),
+                slot => *slot = Some(Cell::Json(extra)),
+            }
+        }
+        let record = match self.service {
+            Service::Company => finish_company(&self.columns, cells, false)?,
+            Service::Contact => finish_contact(&self.columns, cells, company.as_ref())?,
+        };
+        Ok(ParsedLine { record, company })
+    }
+}
+
+fn parse_cell(field: &FieldDef, header: &str, text: &str) -> Result<Cell, String> {
+    let t = text.trim();
+    Ok(match field.kind {
+        FieldKind::Text => Cell::Text(text.to_string()),
+        FieldKind::Keyword => match field.name {
+            "email" | "domain" => Cell::Text(t.to_lowercase()),
+            _ => Cell::Text(text.to_string()),
+        },
+        FieldKind::KeywordList => Cell::List(split_list(text)),
+        FieldKind::Integer => Cell::Int(
+            t.parse::<i32>()
+                .map_err(|_| {
+                    format!("column '{header}': '{t}' is not a whole number in the 32-bit range")
+                })?
+                .into(),
+        ),
+        FieldKind::BigInt => Cell::Int(
+            t.parse::<i64>()
+                .map_err(|_| format!("column '{header}': '{t}' is not a whole number"))?,
+        ),
+        FieldKind::Uuid => Cell::Uuid(
+            Uuid::parse_str(t).map_err(|_| format!("column '{header}': '{t}' is not a uuid"))?,
+        ),
+        FieldKind::Json => match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(m)) => Cell::Json(m),
+            _ => return Err(format!("column '{header}' must hold a JSON object")),
+        },
+        FieldKind::Timestamp => Cell::Text(t.to_string()),
+    })
+}
+
+fn text_of<'a>(columns: &[&FieldDef], cells: &'a [Option<Cell>], name: &str) -> Option<&'a str> {
+    let i = columns.iter().position(|f| f.name == name)?;
+    match &cells[i] {
+        Some(Cell::Text(s)) => Some(s.as_str()),
+        _ => None,
+    }
+}
+
+fn set(columns: &[&FieldDef], cells: &mut [Option<Cell>], name: &str, cell: Cell) {
+    if let Some(i) = columns.iter().position(|f| f.name == name) {
+        cells[i] = Some(cell);
+    }
+}
+
+fn v5(kind: &str, key: &str) -> Uuid {
+    Uuid::new_v5(&RECORD_NAMESPACE, format!("{kind}:{key}").as_bytes())
+}
+
+/// The company's natural key: its domain, or failing that its lower-cased name.
+fn company_key(columns: &[&FieldDef], cells: &[Option<Cell>]) -> Option<String> {
+    text_of(columns, cells, "domain")
+        .map(|d| format!("domain:{d}"))
+        .or_else(|| {
+            text_of(columns, cells, "name").map(|n| format!("name:{}", n.trim().to_lowercase()))
+        })
+}
+
+fn explicit_uuid(cells: &[Option<Cell>]) -> Option<Uuid> {
+    match cells.first() {
+        Some(Some(Cell::Uuid(u))) => Some(*u),
+        _ => None,
+    }
+}
+
+fn finish_company(
+    columns: &[&FieldDef],
+    mut cells: Vec<Option<Cell>>,
+    from_contact: bool,
+) -> Result<Row, String> {
+    if text_of(columns, &cells, "domain").is_none() {
+        if let Some(d) = text_of(columns, &cells, "website").and_then(domain_of) {
+            set(columns, &mut cells, "domain", Cell::Text(d));
+        }
+    }
+    let uuid = match explicit_uuid(&cells) {
+        Some(u) => u,
+        None => {
+            let key = company_key(columns, &cells).ok_or_else(|| {
+                if from_contact {
+                    "cannot identify the company: company columns are given but no company_uuid, company_domain, company_website or company_name".to_string()
+                } else {
+                    "cannot identify the company: no uuid, domain, website or name".to_string()
+                }
+            })?;
+            v5("company", &key)
+        }
+    };
+    cells[0] = Some(Cell::Uuid(uuid));
+    Ok(Row { uuid, cells })
+}
+
+fn finish_contact(
+    columns: &[&FieldDef],
+    mut cells: Vec<Option<Cell>>,
+    company: Option<&Row>,
+) -> Result<Row, String> {
+    if let Some(c) = company {
+        if text_of(columns, &cells, "company_id").is_none()
+            && !matches!(
+                columns
+                    .iter()
+                    .position(|f| f.name == "company_id")
+                    .map(|i| &cells[i]),
+                Some(Some(Cell::Uuid(_)))
+            )
+        {
+            set(columns, &mut cells, "company_id", Cell::Uuid(c.uuid));
+        }
+    }
+    let uuid = match explicit_uuid(&cells) {
+        Some(u) => u,
+        None => {
+            if let Some(email) = text_of(columns, &cells, "email") {
+                v5("contact", &format!("email:{email}"))
+            } else {
+                let first = text_of(columns, &cells, "first_name").map(|s| s.trim().to_lowercase());
+                let last = text_of(columns, &cells, "last_name").map(|s| s.trim().to_lowercase());
+                if first.is_none() && last.is_none() {
+                    return Err("cannot identify the contact: no uuid, email or name".into());
+                }
+                let company = company
+                    .and_then(|c| {
+                        let cols = import_columns(Service::Company);
+                        company_key(&cols, &c.cells)
+                    })
+                    .unwrap_or_default();
+                v5(
+                    "contact",
+                    &format!(
+                        "name:{}|{}|{company}",
+                        first.unwrap_or_default(),
+                        last.unwrap_or_default()
+                    ),
+                )
+            }
+        }
+    };
+    cells[0] = Some(Cell::Uuid(uuid));
+    Ok(Row { uuid, cells })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn plan(headers: &[&str]) -> HeaderPlan {
+        let h: Vec<String> = headers.iter().map(|s| s.to_string()).collect();
+        HeaderPlan::new(&h, None).unwrap()
+    }
+
+    fn parse(p: &HeaderPlan, row: &[&str]) -> Result<ParsedLine, String> {
+        p.parse_row(row.iter().map(|s| s.as_bytes()))
+    }
+
+    fn cell<'a>(p: &HeaderPlan, row: &'a Row, name: &str) -> Option<&'a Cell> {
+        let i = p.columns().iter().position(|f| f.name == name).unwrap();
+        row.cells[i].as_ref()
+    }
+
+    #[test]
+    fn headers_are_normalised() {
+        assert_eq!(normalise_header("\u{feff} First Name "), "first_name");
+        assert_eq!(normalise_header("Employees - Count"), "employees_count");
+        assert_eq!(normalise_header("LinkedIn-URL"), "linkedin_url");
+    }
+
+    #[test]
+    fn the_service_is_inferred_from_contact_columns() {
+        assert_eq!(plan(&["Email", "Country"]).service, Service::Contact);
+        assert_eq!(plan(&["Name", "Website"]).service, Service::Company);
+        let h = vec!["name".to_string()];
+        assert_eq!(
+            HeaderPlan::new(&h, Some(Service::Contact)).is_err(),
+            true,
+            "name is no contact field"
+        );
+    }
+
+    #[test]
+    fn lists_split_on_semicolons_first_then_commas() {
+        assert_eq!(split_list("a; b,c ;; "), ["a", "b,c"]);
+        assert_eq!(split_list(" x , y ,"), ["x", "y"]);
+        assert!(split_list(" ").is_empty());
+    }
+
+    #[test]
+    fn domains_come_from_websites() {
+        assert_eq!(
+            domain_of("https://WWW.Acme.io/about?x=1").as_deref(),
+            Some("acme.io")
+        );
+        assert_eq!(domain_of("acme.co.uk").as_deref(), Some("acme.co.uk"));
+        assert_eq!(
+            domain_of("http://user@Example.com:8080").as_deref(),
+            Some("example.com")
+        );
+        assert_eq!(domain_of("localhost"), None);
+    }
+
+    #[test]
+    fn typed_cells_that_do_not_parse_reject_the_row_naming_the_column() {
+        let p = plan(&["name", "employees_count"]);
+        let err = parse(&p, &["Acme", "abc"]).unwrap_err();
+        assert!(
+            err.contains("employees_count") && err.contains("'abc'"),
+            "{err}"
+        );
+        let err = parse(&p, &["Acme"]).unwrap_err();
+        assert_eq!(err, "expected 2 fields, found 1");
+        let err = p
+            .parse_row([b"Ac\xffme".as_slice(), b"3"].into_iter())
+            .unwrap_err();
+        assert!(err.contains("UTF-8"), "{err}");
+    }
+
+    #[test]
+    fn uuids_are_explicit_or_derived_from_natural_keys() {
+        let p = plan(&["email", "first_name"]);
+        let a = parse(&p, &[" Ann@Example.COM ", "Ann"]).unwrap().record;
+        let b = parse(&p, &["ann@example.com", "Annie"]).unwrap().record;
+        assert_eq!(
+            a.uuid, b.uuid,
+            "email is the contact's key, case-insensitively"
+        );
+        assert_eq!(
+            cell(&p, &a, "email"),
+            Some(&Cell::Text("ann@example.com".into()))
+        );
+        let p2 = plan(&["uuid", "email"]);
+        let u = "0b6f8c9e-1d2a-4b3c-8d4e-5f6a7b8c9d0e";
+        assert_eq!(
+            parse(&p2, &[u, "ann@example.com"])
+                .unwrap()
+                .record
+                .uuid
+                .to_string(),
+            u
+        );
+        // an invalid uuid rejects the row rather than silently giving the
+        // record another identity
+        assert_eq!(
+            parse(&p2, &["nope", "ann@example.com"])
+                .unwrap_err()
+                .contains("uuid"),
+            true
+        );
+        let p3 = plan(&["first_name", "seniority"]);
+        assert!(parse(&p3, &["", "vp"])
+            .unwrap_err()
+            .contains("cannot identify the contact"));
+    }
+
+    #[test]
+    fn company_columns_describe_and_link_the_contacts_company() {
+        let p = plan(&[
+            "email",
+            "Company Name",
+            "company_website",
+            "company_industries",
+            "company_id",
+        ]);
+        let line = parse(
+            &p,
+            &[
+                "a@x.io",
+                "Acme",
+                "https://www.acme.io",
+                "SaaS; Software",
+                "",
+            ],
+        )
+        .unwrap();
+        let company = line.company.unwrap();
+        let cols = import_columns(Service::Company);
+        let dom = cols.iter().position(|f| f.name == "domain").unwrap();
+        assert_eq!(company.cells[dom], Some(Cell::Text("acme.io".into())));
+        assert_eq!(company.uuid, v5("company", "domain:acme.io"));
+        assert_eq!(
+            cell(&p, &line.record, "company_id"),
+            Some(&Cell::Uuid(company.uuid))
+        );
+        // the same company from a companies file gets the same uuid
+        let pc = plan(&["name", "website"]);
+        assert_eq!(
+            parse(&pc, &["ACME", "acme.io"]).unwrap().record.uuid,
+            company.uuid
+        );
+    }
+
+    #[test]
+    fn unknown_columns_and_the_extra_column_land_in_extra_and_system_columns_are_ignored() {
+        let p = plan(&["name", "Favourite Colour", "extra", "created_at", "id"]);
+        let line = parse(
+            &p,
+            &[
+                "Acme",
+                "teal",
+                "{\"tier\": 2}",
+                "2020-01-01T00:00:00Z",
+                "17",
+            ],
+        )
+        .unwrap();
+        let Some(Cell::Json(extra)) = cell(&p, &line.record, "extra") else {
+            panic!("no extra")
+        };
+        assert_eq!(extra["favourite_colour"], "teal");
+        assert_eq!(extra["tier"], 2);
+        assert!(parse(&p, &["Acme", "", "[1]", "", ""])
+            .unwrap_err()
+            .contains("JSON object"));
+    }
+
+    #[test]
+    fn non_latin_text_is_kept_byte_exact() {
+        let p = plan(&["first_name", "last_name", "title"]);
+        let line = parse(
+            &p,
+            &["Zoë", "Ōtsuka 大塚", "Line one\nline two, \"quoted\""],
+        )
+        .unwrap();
+        assert_eq!(
+            cell(&p, &line.record, "last_name"),
+            Some(&Cell::Text("Ōtsuka 大塚".into()))
+        );
+        assert_eq!(
+            cell(&p, &line.record, "title"),
+            Some(&Cell::Text("Line one\nline two, \"quoted\"".into()))
+        );
+    }
+
+    #[test]
+    fn fatal_headers_are_named() {
+        let h = |v: &[&str]| {
+            HeaderPlan::new(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>(), None)
+        };
+        assert!(h(&["colour", "size"])
+            .unwrap_err()
+            .0
+            .contains("no usable column"));
+        assert!(h(&["Email", "email"])
+            .unwrap_err()
+            .0
+            .contains("both 'email'"));
+        assert!(h(&[""]).unwrap_err().0.contains("no header"));
+    }
+}

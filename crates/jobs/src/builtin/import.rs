@@ -1,0 +1,394 @@
+//! `insert_csv_file`: S3 stream → parse → batch → writes → checkpoint → progress.
+//!
+//! - The object is streamed; parsing runs on a blocking thread (CPU work stays
+//!   off the async workers) and hands batches over a channel of two, so the
+//!   next batch is parsed while the previous one is written.
+//! - Each batch is one PostgreSQL transaction (COPY into staging, set-based
+//!   upsert, filter values, rejected lines); its documents are indexed into
+//!   the search backend while the next batch is written.
+//! - The checkpoint (the next line and byte offset after the last written
+//!   batch) is recorded once both writes of a batch are done, so a retried or
+//!   rescued job resumes after it with a ranged GET, and redoes at most the
+//!   batches in flight (upserts make that harmless).
+//! - Rejected lines never stop the job: they are kept in `job_rejections`,
+//!   the first 100 go into `runtime_errors`, and all of them into an error
+//!   report CSV on S3.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use anyhow::Context;
+use connectra_domain::import::{FatalImportError, HeaderPlan};
+use connectra_domain::job::{InsertCsvFileData, JobResponse, MAX_RUNTIME_ERRORS};
+use connectra_domain::Service;
+use connectra_persistence::jobs::Progress;
+use connectra_persistence::records::{RecordBatch, RecordWriter, Rejection};
+use connectra_search::{Document, SearchBackend};
+use connectra_storage::{ByteStream, StorageError};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::io::SyncIoBridge;
+
+use super::BuiltinDeps;
+use crate::JobContext;
+
+/// Where a resumed import starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Checkpoint {
+    /// Line number (1-based) at which the next unwritten record starts.
+    next_line: u64,
+    /// Byte offset at which the next unwritten record starts.
+    next_byte: u64,
+    rows_processed: i64,
+    rows_rejected: i64,
+}
+
+/// A parsed batch and where the file stands after it.
+#[derive(Debug)]
+struct Parsed {
+    service: Service,
+    batch: RecordBatch,
+    accepted: i64,
+    after: (u64, u64),
+}
+
+const READ_BUFFER: usize = 256 * 1024;
+
+fn storage_error(e: StorageError) -> anyhow::Error {
+    anyhow::anyhow!("{e}")
+}
+
+pub(super) async fn run(ctx: JobContext, deps: Arc<BuiltinDeps>) -> anyhow::Result<JobResponse> {
+    let data: InsertCsvFileData = serde_json::from_value(ctx.data().clone())
+        .context("invalid job_data for insert_csv_file")?;
+    let bucket = data
+        .s3_bucket
+        .clone()
+        .unwrap_or_else(|| deps.default_bucket.clone());
+    let key = data.s3_key.clone();
+    let location = format!("s3://{bucket}/{key}");
+    let meta = deps
+        .storage
+        .head(&bucket, &key)
+        .await
+        .map_err(storage_error)?
+        .ok_or_else(|| anyhow::anyhow!("object '{location}' does not exist"))?;
+    if meta.size == 0 {
+        anyhow::bail!("the file '{location}' is empty");
+    }
+    let start: Checkpoint = ctx
+        .checkpoint()
+        .and_then(|c| serde_json::from_value(c.clone()).ok())
+        .unwrap_or_default();
+
+    let mut writer = RecordWriter::connect(&deps.database_url, ctx.job().id).await?;
+    let mut done = start;
+    if start.next_byte < meta.size {
+        // The header always comes from the start of the file.
+        let header_stream = deps
+            .storage
+            .get_stream(&bucket, &key)
+            .await
+            .map_err(storage_error)?;
+        let data_stream = if start.next_byte > 0 {
+            Some(
+                deps.storage
+                    .get_stream_from(&bucket, &key, start.next_byte)
+                    .await
+                    .map_err(storage_error)?,
+            )
+        } else {
+            None
+        };
+        let (tx, rx) = mpsc::channel(2);
+        let batch_size = deps.batch_size.max(1);
+        let service = data.service;
+        let parser = tokio::task::spawn_blocking(move || {
+            parse_file(header_stream, data_stream, service, start, batch_size, &tx)
+        });
+        let written = write_batches(&ctx, &deps, &mut writer, rx, start, meta.size).await;
+        let parsed = parser
+            .await
+            .context("the CSV parser stopped unexpectedly")?;
+        done = written?;
+        if let Err(fatal) = parsed {
+            if !ctx.is_cancelled() {
+                return Err(fatal);
+            }
+        }
+        if ctx.is_cancelled() {
+            return Err(ctx.stopped());
+        }
+    }
+
+    let rejected = writer.rejection_count().await?;
+    let mut response = JobResponse::default();
+    for r in writer.first_rejections(MAX_RUNTIME_ERRORS as i64).await? {
+        response.push_error(format!("line {}: {}", r.line, r.reason));
+    }
+    if rejected > 0 {
+        let report_key = format!(
+            "{}/{}-errors.csv",
+            deps.upload_prefix.trim_end_matches('/'),
+            ctx.job().uuid
+        );
+        write_error_report(&deps, &writer, &bucket, &report_key).await?;
+        response.error_report_s3_key = Some(report_key);
+    }
+    response.messages = Some(format!(
+        "imported {} rows from '{location}'; {rejected} rejected",
+        done.rows_processed
+    ));
+    response
+        .extra
+        .insert("rows_processed".into(), done.rows_processed.into());
+    response
+        .extra
+        .insert("rows_rejected".into(), rejected.into());
+    Ok(response)
+}
+
+/// Writes batches as the parser sends them, indexing each batch while the
+/// next one is written, and records the checkpoint of every finished batch.
+async fn write_batches(
+    ctx: &JobContext,
+    deps: &Arc<BuiltinDeps>,
+    writer: &mut RecordWriter,
+    mut rx: mpsc::Receiver<anyhow::Result<Parsed>>,
+    start: Checkpoint,
+    bytes_total: u64,
+) -> anyhow::Result<Checkpoint> {
+    let want_documents = deps.search.name() != "postgres";
+    let mut done = start;
+    let mut pending: Option<(JoinHandle<anyhow::Result<()>>, Checkpoint)> = None;
+    while let Some(parsed) = rx.recv().await {
+        let parsed = match parsed {
+            Ok(p) => p,
+            Err(e) => {
+                finish_pending(ctx, &mut pending, &mut done, bytes_total).await?;
+                return Err(e);
+            }
+        };
+        let docs = writer
+            .write(parsed.service, &parsed.batch, want_documents)
+            .await?;
+        finish_pending(ctx, &mut pending, &mut done, bytes_total).await?;
+        let next = Checkpoint {
+            next_line: parsed.after.0,
+            next_byte: parsed.after.1,
+            rows_processed: done.rows_processed + parsed.accepted,
+            rows_rejected: done.rows_rejected + parsed.batch.rejections.len() as i64,
+        };
+        let search = deps.search.clone();
+        let index = tokio::spawn(async move { index_documents(search.as_ref(), docs).await });
+        pending = Some((index, next));
+        if !want_documents {
+            // nothing to overlap with: checkpoint this batch right away
+            finish_pending(ctx, &mut pending, &mut done, bytes_total).await?;
+        }
+        if ctx.is_cancelled() {
+            break;
+        }
+    }
+    finish_pending(ctx, &mut pending, &mut done, bytes_total).await?;
+    Ok(done)
+}
+
+async fn finish_pending(
+    ctx: &JobContext,
+    pending: &mut Option<(JoinHandle<anyhow::Result<()>>, Checkpoint)>,
+    done: &mut Checkpoint,
+    bytes_total: u64,
+) -> anyhow::Result<()> {
+    let Some((index, next)) = pending.take() else {
+        return Ok(());
+    };
+    index.await.context("indexing stopped unexpectedly")??;
+    let progress = Progress {
+        rows_processed: next.rows_processed,
+        rows_rejected: next.rows_rejected,
+        bytes_read: next.next_byte as i64,
+        bytes_total: Some(bytes_total as i64),
+    };
+    ctx.record_progress(&progress, Some(&serde_json::to_value(next)?))
+        .await?;
+    *done = next;
+    Ok(())
+}
+
+async fn index_documents(
+    search: &dyn SearchBackend,
+    docs: Vec<(Service, Value)>,
+) -> anyhow::Result<()> {
+    for service in Service::ALL {
+        let batch: Vec<Document> = docs
+            .iter()
+            .filter(|(s, _)| *s == service)
+            .filter_map(|(_, d)| d.as_object().cloned())
+            .collect();
+        if !batch.is_empty() {
+            search.index(service, &batch).await.with_context(|| {
+                format!(
+                    "indexing {} {service} records into {}",
+                    batch.len(),
+                    search.name()
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn csv_reader(stream: ByteStream) -> csv::Reader<impl Read> {
+    csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .buffer_capacity(READ_BUFFER)
+        .from_reader(std::io::BufReader::with_capacity(
+            READ_BUFFER,
+            SyncIoBridge::new(stream),
+        ))
+}
+
+/// The original line of a record, for the error report.
+fn original_line(record: &csv::ByteRecord) -> String {
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new());
+    let _ = w.write_byte_record(record);
+    let bytes = w.into_inner().unwrap_or_default();
+    String::from_utf8_lossy(&bytes)
+        .trim_end_matches('\n')
+        .to_string()
+}
+
+/// Runs on a blocking thread: reads the header from `header_stream`, then the
+/// data from `data_stream` (a ranged read when resuming) or from the rest of
+/// `header_stream`, and sends batches.
+fn parse_file(
+    header_stream: ByteStream,
+    data_stream: Option<ByteStream>,
+    service: Option<Service>,
+    start: Checkpoint,
+    batch_size: usize,
+    tx: &mpsc::Sender<anyhow::Result<Parsed>>,
+) -> anyhow::Result<()> {
+    let result = parse_inner(header_stream, data_stream, service, start, batch_size, tx);
+    if let Err(e) = &result {
+        let _ = tx.blocking_send(Err(anyhow::anyhow!("{e:#}")));
+    }
+    result
+}
+
+fn parse_inner(
+    header_stream: ByteStream,
+    data_stream: Option<ByteStream>,
+    service: Option<Service>,
+    start: Checkpoint,
+    batch_size: usize,
+    tx: &mpsc::Sender<anyhow::Result<Parsed>>,
+) -> anyhow::Result<()> {
+    let mut header_reader = csv_reader(header_stream);
+    let mut record = csv::ByteRecord::new();
+    if !header_reader
+        .read_byte_record(&mut record)
+        .context("reading the header row")?
+    {
+        return Err(FatalImportError("the file is empty".into()).into());
+    }
+    let headers: Vec<String> = record
+        .iter()
+        .map(|h| std::str::from_utf8(h).map(str::to_string))
+        .collect::<Result<_, _>>()
+        .map_err(|_| FatalImportError("the header row is not valid UTF-8".into()))?;
+    let plan = HeaderPlan::new(&headers, service)?;
+    // positions are relative to where this reader started
+    let (mut reader, line_base, byte_base) = match data_stream {
+        Some(stream) => (
+            csv_reader(stream),
+            start.next_line.saturating_sub(1),
+            start.next_byte,
+        ),
+        None => (header_reader, 0, 0),
+    };
+    let mut batch = RecordBatch::default();
+    let mut accepted = 0i64;
+    loop {
+        let more = reader
+            .read_byte_record(&mut record)
+            .context("reading the CSV")?;
+        if more {
+            let line = line_base + record.position().map_or(0, |p| p.line());
+            match plan.parse_row(record.iter()) {
+                Ok(parsed) => {
+                    batch.records.push(parsed.record);
+                    batch.companies.extend(parsed.company);
+                    accepted += 1;
+                }
+                Err(reason) => batch.rejections.push(Rejection {
+                    line: line as i64,
+                    reason,
+                    raw: original_line(&record),
+                }),
+            }
+        }
+        let full = batch.records.len() + batch.rejections.len() >= batch_size;
+        if full || (!more && (accepted > 0 || !batch.rejections.is_empty())) {
+            let pos = reader.position();
+            let parsed = Parsed {
+                service: plan.service,
+                batch: std::mem::take(&mut batch),
+                accepted,
+                after: (line_base + pos.line(), byte_base + pos.byte()),
+            };
+            accepted = 0;
+            if tx.blocking_send(Ok(parsed)).is_err() {
+                return Ok(()); // the writer stopped (cancelled or failed)
+            }
+        }
+        if !more {
+            return Ok(());
+        }
+    }
+}
+
+/// Streams every rejection into `line_number,reason,original_line` CSV on S3.
+async fn write_error_report(
+    deps: &BuiltinDeps,
+    writer: &RecordWriter,
+    bucket: &str,
+    key: &str,
+) -> anyhow::Result<()> {
+    let (mut w, mut r) = tokio::io::duplex(64 * 1024);
+    let upload = async {
+        deps.storage
+            .put_stream(bucket, key, &mut r, "text/csv")
+            .await
+            .map_err(storage_error)
+    };
+    let produce = async {
+        let mut rows = Box::pin(writer.rejections().await?);
+        w.write_all(&csv_line(["line_number", "reason", "original_line"])?).await?;
+        while let Some(rej) = rows.next().await {
+            let rej = rej?;
+            w.write_all(&csv_line([rej.line.to_string().as_str(), &rej.reason, &rej.raw])?).await?;
+        }
+        w.shutdown().await?;
+        anyhow::Ok(())
+    };
+    let (uploaded, produced) = tokio::join!(upload, produce);
+    produced?;
+    uploaded?;
+    Ok(())
+}
+
+/// One CSV line, quoted as needed.
+fn csv_line<const N: usize>(fields: [&str; N]) -> anyhow::Result<Vec<u8>> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(fields)?;
+    Ok(w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?)
+}

@@ -1,0 +1,109 @@
+//! The two built-in job types of the user's guide: `insert_csv_file` (this
+//! build) and `export_csv_file` (not yet). Behind the `builtin` feature, so a
+//! service embedding the runner core pulls in neither S3 nor the search engine.
+
+mod import;
+
+use std::sync::Arc;
+
+use connectra_domain::job::INSERT_CSV_FILE;
+use connectra_search::SearchBackend;
+use connectra_storage::Storage;
+
+use crate::Registry;
+
+/// What the built-in handlers need.
+#[derive(Clone)]
+pub struct BuiltinDeps {
+    pub storage: Storage,
+    pub search: Arc<dyn SearchBackend>,
+    /// Imports write through a connection of their own (COPY).
+    pub database_url: String,
+    /// `S3_BUCKET`: used when `job_data` names no bucket.
+    pub default_bucket: String,
+    /// `S3_UPLOAD_FILE_PATH_PRIFIX`: where reports and exports go.
+    pub upload_prefix: String,
+    /// `BATCH_SIZE_FOR_INSERTION`.
+    pub batch_size: usize,
+}
+
+impl std::fmt::Debug for BuiltinDeps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuiltinDeps")
+            .field("search", &self.search.name())
+            .field("default_bucket", &self.default_bucket)
+            .field("batch_size", &self.batch_size)
+            .finish()
+    }
+}
+
+/// Registers the built-in handlers.
+pub fn register(registry: &mut Registry, deps: BuiltinDeps) {
+    let deps = Arc::new(deps);
+    registry.register_fn(INSERT_CSV_FILE, move |ctx| import::run(ctx, deps.clone()));
+}
+
+impl BuiltinDeps {
+    /// Builds the handlers' dependencies from `Settings`: S3 from the `S3_*`
+    /// variables, the search backend from `OPENSEARCH_URL` (PostgreSQL when
+    /// unset; OpenSearch indices are created if missing). `None` when
+    /// `S3_BUCKET` is unset: without a bucket the CSV handlers cannot run.
+    pub async fn from_settings(
+        settings: &connectra_config::Settings,
+        pool: connectra_persistence::PgPool,
+    ) -> anyhow::Result<Option<Self>> {
+        use anyhow::Context;
+        let Some(bucket) = settings.s3_bucket.clone() else {
+            return Ok(None);
+        };
+        Storage::validate_bucket_name(&bucket).context("S3_BUCKET")?;
+        let storage = Storage::new(&connectra_storage::S3Config {
+            endpoint: settings.s3_endpoint.clone(),
+            region: settings.s3_region.clone(),
+            access_key_id: settings
+                .s3_access_key_id
+                .as_ref()
+                .map(|s| s.expose().to_string()),
+            secret_access_key: settings
+                .s3_secret_access_key
+                .as_ref()
+                .map(|s| s.expose().to_string()),
+            path_style: settings.s3_path_style,
+        })
+        .context("S3 settings")?;
+        let search: Arc<dyn SearchBackend> = match &settings.opensearch_url {
+            Some(url) => {
+                Arc::new(connectra_search::OpenSearchBackend::new(url).context("OPENSEARCH_URL")?)
+            }
+            None => Arc::new(connectra_search::PostgresBackend::new(pool)),
+        };
+        search
+            .ensure_indices()
+            .await
+            .with_context(|| format!("preparing the {} search indices", search.name()))?;
+        Ok(Some(Self {
+            storage,
+            search,
+            database_url: settings.database_url.expose().to_string(),
+            default_bucket: bucket,
+            upload_prefix: settings.s3_upload_file_path_prefix().to_string(),
+            batch_size: settings.batch_size_for_insertion,
+        }))
+    }
+}
+
+/// The registry of a runner binary: the built-in handlers when S3 is
+/// configured, otherwise none (with a warning: their jobs wait in `open`).
+pub async fn registry_from_settings(
+    settings: &connectra_config::Settings,
+    pool: connectra_persistence::PgPool,
+) -> anyhow::Result<Registry> {
+    let mut registry = Registry::new();
+    match BuiltinDeps::from_settings(settings, pool).await? {
+        Some(deps) => register(&mut registry, deps),
+        None => tracing::warn!(
+            "S3_BUCKET is not set: insert_csv_file and export_csv_file jobs will not be run by this process"
+        ),
+    }
+    Ok(registry)
+}

@@ -1,0 +1,447 @@
+//! `insert_csv_file` end to end in-process, against real PostgreSQL, SeaweedFS
+//! and (where named) OpenSearch.
+
+#![cfg(feature = "builtin")]
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use connectra_domain::job::NewJob;
+use connectra_jobs::builtin::{self, BuiltinDeps};
+use connectra_jobs::{Mode, Registry, RunReport, Runner, RunnerConfig};
+use connectra_persistence::testing::TestDb;
+use connectra_persistence::{Job, JobRepo, PgPool};
+use connectra_search::{OpenSearchBackend, PostgresBackend, SearchBackend};
+use connectra_storage::{S3Config, Storage};
+use diesel::sql_types::{BigInt, Text};
+use diesel_async::RunQueryDsl;
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+fn env(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+fn storage() -> Storage {
+    Storage::new(&S3Config {
+        endpoint: Some(env("S3_ENDPOINT", "http://127.0.0.1:8333")),
+        region: env("S3_REGION", "us-east-1"),
+        access_key_id: Some(env("S3_ACCESS_KEY_ID", "testaccess")),
+        secret_access_key: Some(env("S3_SECRET_ACCESS_KEY", "testsecret123")),
+        path_style: true,
+    })
+    .unwrap()
+}
+
+fn bucket() -> String {
+    env("S3_BUCKET", "connectra")
+}
+
+struct Harness {
+    db: TestDb,
+    repo: JobRepo,
+    storage: Storage,
+    search: Arc<dyn SearchBackend>,
+    prefix: String,
+    runner: Option<(CancellationToken, JoinHandle<RunReport>)>,
+}
+
+impl Harness {
+    async fn new(opensearch: bool) -> Self {
+        let db = TestDb::new().await;
+        let repo = JobRepo::new(db.pool());
+        let storage = storage();
+        storage.ensure_bucket(&bucket()).await.unwrap();
+        let prefix = format!("test-import-{}", uuid::Uuid::new_v4().simple());
+        let search: Arc<dyn SearchBackend> = if opensearch {
+            let os = OpenSearchBackend::new(&env("OPENSEARCH_URL", "http://127.0.0.1:9200"))
+                .unwrap()
+                .with_index_prefix(&prefix);
+            Arc::new(os)
+        } else {
+            Arc::new(PostgresBackend::new(db.pool()))
+        };
+        search.ensure_indices().await.unwrap();
+        Self {
+            db,
+            repo,
+            storage,
+            search,
+            prefix,
+            runner: None,
+        }
+    }
+
+    fn start(&mut self, batch_size: usize) {
+        let mut registry = Registry::new();
+        builtin::register(
+            &mut registry,
+            BuiltinDeps {
+                storage: self.storage.clone(),
+                search: self.search.clone(),
+                database_url: self.db.url().to_string(),
+                default_bucket: bucket(),
+                upload_prefix: self.prefix.clone(),
+                batch_size,
+            },
+        );
+        let mut cfg = RunnerConfig::new(Mode::FirstTime);
+        cfg.listen_url = Some(self.db.url().to_string());
+        let stop = CancellationToken::new();
+        let runner = Runner::new(self.repo.clone(), registry, cfg);
+        self.runner = Some((stop.clone(), tokio::spawn(runner.run(stop))));
+    }
+
+    async fn upload(&self, name: &str, body: &[u8]) -> String {
+        let key = format!("{}/{name}", self.prefix);
+        self.storage
+            .put_bytes(&bucket(), &key, body, "text/csv")
+            .await
+            .unwrap();
+        key
+    }
+
+    async fn import(&self, key: &str) -> Job {
+        let job = self
+            .repo
+            .create(&NewJob {
+                job_type: "insert_csv_file".into(),
+                data: json!({ "s3_key": key }),
+                retry_count: 0,
+                retry_interval: 0,
+            })
+            .await
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let j = self.repo.get(job.uuid).await.unwrap().unwrap();
+            if j.status == "completed" || j.status == "failed" {
+                return j;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "import did not finish: {j:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn pool(&self) -> PgPool {
+        self.db.pool()
+    }
+
+    async fn stop(mut self) {
+        if let Some((stop, h)) = self.runner.take() {
+            stop.cancel();
+            h.await.unwrap();
+        }
+    }
+}
+
+#[derive(diesel::QueryableByName)]
+struct N {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+async fn count(pool: &PgPool, sql: &str) -> i64 {
+    let mut conn = pool.get().await.unwrap();
+    diesel::sql_query(sql)
+        .get_result::<N>(&mut conn)
+        .await
+        .unwrap()
+        .n
+}
+
+#[derive(diesel::QueryableByName)]
+struct S {
+    #[diesel(sql_type = Text)]
+    s: String,
+}
+
+async fn strings(pool: &PgPool, sql: &str) -> Vec<String> {
+    let mut conn = pool.get().await.unwrap();
+    diesel::sql_query(sql)
+        .load::<S>(&mut conn)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.s)
+        .collect()
+}
+
+const CONTACTS: &str = "\
+First Name,Last Name,Email,Title,Departments,Country,Company Name,Company Website,Company Industries,Favourite Colour
+Ann,Lee,ann@acme.io,CTO,Engineering; Leadership,USA,Acme,https://www.acme.io,SaaS;Software,teal
+Bob,Ray,BOB@acme.io,Engineer,Engineering,usa,Acme,acme.io,,
+Cid,Moe,cid@globex.com,Sales Lead,Sales,Germany,Globex,globex.com,Manufacturing,red
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contacts_file_with_company_columns_creates_linked_contacts_companies_and_filters() {
+    let mut h = Harness::new(false).await;
+    h.start(2);
+    let key = h.upload("contacts.csv", CONTACTS.as_bytes()).await;
+    let job = h.import(&key).await;
+    assert_eq!(job.status, "completed", "{:?}", job.job_response);
+    assert_eq!(job.rows_processed, 3);
+    assert_eq!(job.rows_rejected, 0);
+    assert_eq!(job.bytes_total, Some(CONTACTS.len() as i64));
+    assert_eq!(job.bytes_read, CONTACTS.len() as i64);
+    let p = h.pool();
+    assert_eq!(count(&p, "SELECT count(*) AS n FROM contacts").await, 3);
+    assert_eq!(count(&p, "SELECT count(*) AS n FROM companies").await, 2);
+    assert_eq!(
+        count(&p, "SELECT count(*) AS n FROM contacts c JOIN companies co ON co.uuid = c.company_id WHERE co.domain = 'acme.io'").await,
+        2
+    );
+    // the second Acme row's empty industries cell left the first one's values alone
+    assert_eq!(
+        strings(
+            &p,
+            "SELECT array_to_string(industries, '|') AS s FROM companies WHERE domain = 'acme.io'"
+        )
+        .await,
+        ["SaaS|Software"]
+    );
+    assert_eq!(
+        strings(&p, "SELECT email AS s FROM contacts ORDER BY email").await,
+        ["ann@acme.io", "bob@acme.io", "cid@globex.com"]
+    );
+    assert_eq!(
+        strings(
+            &p,
+            "SELECT extra->>'favourite_colour' AS s FROM contacts WHERE email = 'ann@acme.io'"
+        )
+        .await,
+        ["teal"]
+    );
+    let filters = strings(
+        &p,
+        "SELECT service || ':' || filter_key || ':' || value AS s FROM filters_data ORDER BY 1",
+    )
+    .await;
+    for want in [
+        "contact:country:USA",
+        "contact:country:usa",
+        "contact:departments:Leadership",
+        "company:industries:SaaS",
+        "company:industries:Manufacturing",
+    ] {
+        assert!(
+            filters.contains(&want.to_string()),
+            "{want} missing from {filters:?}"
+        );
+    }
+    assert!(job.job_response["messages"]
+        .as_str()
+        .unwrap()
+        .contains("imported 3 rows"));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_companies_file_is_imported_with_typed_columns() {
+    let mut h = Harness::new(false).await;
+    h.start(500);
+    let csv = "name,website,employees_count,annual_revenue,industries,founded_year\n\
+               Initech,initech.com,250,12000000,Software,1999\n\
+               Umbrella,https://umbrella.example,,, ,\n";
+    let key = h.upload("companies.csv", csv.as_bytes()).await;
+    let job = h.import(&key).await;
+    assert_eq!(job.status, "completed", "{:?}", job.job_response);
+    let p = h.pool();
+    assert_eq!(count(&p, "SELECT count(*) AS n FROM companies").await, 2);
+    assert_eq!(
+        count(
+            &p,
+            "SELECT annual_revenue AS n FROM companies WHERE domain = 'initech.com'"
+        )
+        .await,
+        12_000_000
+    );
+    assert_eq!(count(&p, "SELECT count(*) AS n FROM companies WHERE domain = 'umbrella.example' AND employees_count IS NULL").await, 1);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn importing_the_same_file_twice_duplicates_nothing_in_postgres_or_opensearch() {
+    let mut h = Harness::new(true).await;
+    h.start(2);
+    let key = h.upload("contacts.csv", CONTACTS.as_bytes()).await;
+    for _ in 0..2 {
+        let job = h.import(&key).await;
+        assert_eq!(job.status, "completed", "{:?}", job.job_response);
+        let p = h.pool();
+        assert_eq!(count(&p, "SELECT count(*) AS n FROM contacts").await, 3);
+        assert_eq!(count(&p, "SELECT count(*) AS n FROM companies").await, 2);
+        for (service, want) in [
+            (connectra_domain::Service::Contact, 3),
+            (connectra_domain::Service::Company, 2),
+        ] {
+            h.search.refresh(service).await.unwrap();
+            let q = connectra_domain::vql::parse_vql(&json!({"limit": 100}))
+                .unwrap()
+                .validate(service, connectra_domain::vql::Purpose::Search)
+                .unwrap();
+            let page = h.search.search(service, &q).await.unwrap();
+            assert_eq!(page.data.len(), want, "{service} documents in OpenSearch");
+        }
+    }
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_rows_are_reported_line_by_line_and_every_good_row_is_loaded() {
+    let mut h = Harness::new(false).await;
+    h.start(3);
+    let mut csv = String::from("name,employees_count,website\n");
+    let mut bad_lines = Vec::new();
+    for i in 0..20 {
+        let line = i + 2;
+        match i % 5 {
+            1 => {
+                csv.push_str(&format!("Co{i},abc,co{i}.com\n"));
+                bad_lines.push((line, "employees_count"));
+            }
+            3 => {
+                csv.push_str(&format!("Co{i},5\n"));
+                bad_lines.push((line, "expected 3 fields"));
+            }
+            _ => csv.push_str(&format!("Co{i},{i},co{i}.com\n")),
+        }
+    }
+    let mut bytes = csv.into_bytes();
+    bytes.extend_from_slice(b"Bad\xffName,1,bad.com\n");
+    bad_lines.push((22, "UTF-8"));
+    let key = h.upload("bad.csv", &bytes).await;
+    let job = h.import(&key).await;
+    assert_eq!(job.status, "completed", "{:?}", job.job_response);
+    assert_eq!(job.rows_processed, 12);
+    assert_eq!(job.rows_rejected, 9);
+    assert_eq!(
+        count(&h.pool(), "SELECT count(*) AS n FROM companies").await,
+        12
+    );
+    let errors: Vec<String> =
+        serde_json::from_value(job.job_response["runtime_errors"].clone()).unwrap();
+    assert_eq!(errors.len(), bad_lines.len());
+    for ((line, why), err) in bad_lines.iter().zip(&errors) {
+        assert!(
+            err.starts_with(&format!("line {line}: ")) && err.contains(why),
+            "{err} vs line {line} {why}"
+        );
+    }
+    // the full report on S3
+    let report_key = job.job_response["error_report_s3_key"].as_str().unwrap();
+    let mut stream = h.storage.get_stream(&bucket(), report_key).await.unwrap();
+    let mut report = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut report)
+        .await
+        .unwrap();
+    let mut rdr = csv::Reader::from_reader(report.as_bytes());
+    let rows: Vec<csv::StringRecord> = rdr.records().map(|r| r.unwrap()).collect();
+    assert_eq!(rows.len(), bad_lines.len());
+    assert_eq!(&rows[0][0], "3");
+    assert_eq!(&rows[0][2], "Co1,abc,co1.com");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bom_quoted_newlines_and_non_latin_names_survive_byte_exact() {
+    let mut h = Harness::new(false).await;
+    h.start(500);
+    let csv = "\u{feff}email,first_name,last_name,title\n\
+               zoe@example.com,Zoë,\"Ōtsuka, 大塚\",\"Head of R&D\nEurope, \"\"North\"\"\"\n\
+               ivan@example.com,Иван,Петров,Инженер\n";
+    let key = h.upload("bom.csv", csv.as_bytes()).await;
+    let job = h.import(&key).await;
+    assert_eq!(job.status, "completed", "{:?}", job.job_response);
+    let p = h.pool();
+    assert_eq!(
+        strings(&p, "SELECT first_name || '|' || last_name || '|' || title AS s FROM contacts ORDER BY email DESC").await,
+        ["Zoë|Ōtsuka, 大塚|Head of R&D\nEurope, \"North\"", "Иван|Петров|Инженер"]
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_object_or_an_empty_or_headerless_file_fails_with_a_clear_message() {
+    let mut h = Harness::new(false).await;
+    h.start(500);
+    let missing = format!("{}/nope.csv", h.prefix);
+    let job = h.import(&missing).await;
+    assert_eq!(job.status, "failed");
+    let err = job.job_response["runtime_errors"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("does not exist") && err.contains(&missing),
+        "{err}"
+    );
+
+    let empty = h.upload("empty.csv", b"").await;
+    let job = h.import(&empty).await;
+    assert!(
+        job.job_response["runtime_errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("is empty"),
+        "{:?}",
+        job.job_response
+    );
+
+    let useless = h.upload("useless.csv", b"colour,size\nred,9\n").await;
+    let job = h.import(&useless).await;
+    assert_eq!(job.status, "failed");
+    assert!(
+        job.job_response["runtime_errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("no usable column"),
+        "{:?}",
+        job.job_response
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_search_backends_agree_on_what_an_import_indexed() {
+    // PostgreSQL is the record; the OpenSearch index must hold the same uuids
+    let mut h = Harness::new(true).await;
+    h.start(2);
+    let key = h.upload("contacts.csv", CONTACTS.as_bytes()).await;
+    assert_eq!(h.import(&key).await.status, "completed");
+    let pg = PostgresBackend::new(h.pool());
+    for service in connectra_domain::Service::ALL {
+        h.search.refresh(service).await.unwrap();
+        let q =
+            connectra_domain::vql::parse_vql(&json!({"select_columns": ["uuid"], "limit": 100}))
+                .unwrap()
+                .validate(service, connectra_domain::vql::Purpose::Search)
+                .unwrap();
+        let a: Vec<Value> = h
+            .search
+            .search(service, &q)
+            .await
+            .unwrap()
+            .data
+            .into_iter()
+            .map(|d| d["uuid"].clone())
+            .collect();
+        let b: Vec<Value> = pg
+            .search(service, &q)
+            .await
+            .unwrap()
+            .data
+            .into_iter()
+            .map(|d| d["uuid"].clone())
+            .collect();
+        assert!(!a.is_empty());
+        assert_eq!(a, b, "{service}");
+    }
+    h.stop().await;
+}

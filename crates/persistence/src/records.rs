@@ -1,0 +1,413 @@
+//! Writing imported records: per batch, one transaction that COPYs the rows
+//! into a temporary staging table and upserts them from there with one
+//! set-based statement (spec §2: keyed on uuid; a non-empty cell overwrites,
+//! an empty one leaves the stored value alone), adds new filter values, and
+//! records rejected lines.
+//!
+//! diesel-async has no COPY, so this uses the `tokio-postgres` client that
+//! diesel-async itself runs on.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use bytes::Bytes;
+use connectra_domain::catalogue::{FieldDef, FieldKind};
+use connectra_domain::import::{filter_fields, import_columns, Cell, Row};
+use connectra_domain::Service;
+use futures::SinkExt;
+use serde_json::Value;
+use tokio_postgres::{Client, NoTls};
+
+use crate::Result;
+
+/// A line the import rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub line: i64,
+    pub reason: String,
+    pub raw: String,
+}
+
+/// One batch of an import.
+#[derive(Debug, Clone, Default)]
+pub struct RecordBatch {
+    /// Contacts or companies, as the file's service says.
+    pub records: Vec<Row>,
+    /// Companies described by contacts' `company_` columns.
+    pub companies: Vec<Row>,
+    pub rejections: Vec<Rejection>,
+}
+
+/// A dedicated connection that writes import batches.
+#[derive(Debug)]
+pub struct RecordWriter {
+    client: Client,
+    job_id: i64,
+}
+
+fn table(service: Service) -> &'static str {
+    match service {
+        Service::Contact => "contacts",
+        Service::Company => "companies",
+    }
+}
+
+fn sql_type(kind: FieldKind) -> &'static str {
+    match kind {
+        FieldKind::Text | FieldKind::Keyword | FieldKind::Timestamp => "text",
+        FieldKind::KeywordList => "text[]",
+        FieldKind::Integer => "int4",
+        FieldKind::BigInt => "int8",
+        FieldKind::Uuid => "uuid",
+        FieldKind::Json => "jsonb",
+    }
+}
+
+/// `CREATE TEMP TABLE` for a service's staging rows.
+fn staging_ddl(service: Service) -> String {
+    let cols: Vec<String> = import_columns(service)
+        .iter()
+        .map(|f| format!("{} {}", f.name, sql_type(f.kind)))
+        .collect();
+    format!(
+        "CREATE TEMP TABLE IF NOT EXISTS stage_{} ({}) ON COMMIT DELETE ROWS",
+        table(service),
+        cols.join(", ")
+    )
+}
+
+/// The set-based upsert from the staging table.
+fn upsert_sql(service: Service, returning: bool) -> String {
+    let cols = import_columns(service);
+    let names: Vec<&str> = cols.iter().map(|f| f.name).collect();
+    let select: Vec<String> = cols
+        .iter()
+        .map(|f| match f.kind {
+            FieldKind::KeywordList => format!("coalesce({0}, '{{}}')", f.name),
+            FieldKind::Json => format!("coalesce({0}, '{{}}'::jsonb)", f.name),
+            _ => f.name.to_string(),
+        })
+        .collect();
+    let set: Vec<String> = cols
+        .iter()
+        .filter(|f| f.name != "uuid")
+        .map(|f| match f.kind {
+            FieldKind::KeywordList => format!(
+                "{0} = CASE WHEN cardinality(EXCLUDED.{0}) = 0 THEN t.{0} ELSE EXCLUDED.{0} END",
+                f.name
+            ),
+            FieldKind::Json => format!("{0} = t.{0} || EXCLUDED.{0}", f.name),
+            _ => format!("{0} = coalesce(EXCLUDED.{0}, t.{0})", f.name),
+        })
+        .collect();
+    let t = table(service);
+    format!(
+        "INSERT INTO {t} AS t ({}) SELECT {} FROM stage_{t} \
+         ON CONFLICT (uuid) DO UPDATE SET {}, updated_at = now(){}",
+        names.join(", "),
+        select.join(", "),
+        set.join(", "),
+        if returning {
+            " RETURNING to_jsonb(t.*)"
+        } else {
+            ""
+        }
+    )
+}
+
+/// Adds the batch's distinct filter values.
+fn filters_sql(service: Service) -> String {
+    let t = table(service);
+    let parts: Vec<String> = filter_fields(service)
+        .iter()
+        .filter_map(|name| {
+            import_columns(service)
+                .into_iter()
+                .find(|f| f.name == *name)
+        })
+        .map(|f| match f.kind {
+            FieldKind::KeywordList => {
+                format!("SELECT '{0}', unnest({0}) FROM stage_{t}", f.name)
+            }
+            _ => format!("SELECT '{0}', {0} FROM stage_{t}", f.name),
+        })
+        .collect();
+    format!(
+        "INSERT INTO filters_data (service, filter_key, value) \
+         SELECT '{}', k, v FROM ({}) x(k, v) WHERE v IS NOT NULL AND v <> '' \
+         ON CONFLICT DO NOTHING",
+        service.as_str(),
+        parts.join(" UNION ")
+    )
+}
+
+/// COPY text format: backslash, tab, newline and carriage return escaped.
+fn push_escaped(out: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// A PostgreSQL array literal: `{"a","b \"c\""}`.
+fn array_literal(items: &[String]) -> String {
+    let mut lit = String::from("{");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            lit.push(',');
+        }
+        lit.push('"');
+        for c in item.chars() {
+            if c == '"' || c == '\\' {
+                lit.push('\\');
+            }
+            lit.push(c);
+        }
+        lit.push('"');
+    }
+    lit.push('}');
+    lit
+}
+
+/// Encodes rows as COPY text.
+pub fn copy_text(rows: &[&Row], columns: &[&FieldDef]) -> String {
+    let mut out = String::with_capacity(rows.len() * 160);
+    for row in rows {
+        for (i, cell) in row.cells.iter().enumerate().take(columns.len()) {
+            if i > 0 {
+                out.push('\t');
+            }
+            match cell {
+                None => out.push_str("\\N"),
+                Some(Cell::Text(s)) => push_escaped(&mut out, s),
+                Some(Cell::List(items)) => push_escaped(&mut out, &array_literal(items)),
+                Some(Cell::Int(n)) => {
+                    let _ = write!(out, "{n}");
+                }
+                Some(Cell::Uuid(u)) => {
+                    let _ = write!(out, "{u}");
+                }
+                Some(Cell::Json(m)) => {
+                    push_escaped(&mut out, &Value::Object(m.clone()).to_string())
+                }
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Folds rows with the same uuid into one, in file order, with the same rule
+/// as the upsert: a later non-empty cell overwrites, an empty one keeps the
+/// earlier value, and `extra` objects merge. (One statement may not touch a
+/// row twice: "ON CONFLICT DO UPDATE cannot affect row a second time".)
+fn merge_duplicates(rows: &[Row]) -> Vec<Row> {
+    let mut at: HashMap<uuid::Uuid, usize> = HashMap::with_capacity(rows.len());
+    let mut out: Vec<Row> = Vec::with_capacity(rows.len());
+    for row in rows {
+        match at.get(&row.uuid) {
+            None => {
+                at.insert(row.uuid, out.len());
+                out.push(row.clone());
+            }
+            Some(&i) => {
+                for (kept, new) in out[i].cells.iter_mut().zip(&row.cells) {
+                    match (kept, new) {
+                        (_, None) => {}
+                        (_, Some(Cell::List(l))) if l.is_empty() => {}
+                        (Some(Cell::Json(a)), Some(Cell::Json(b))) => {
+                            a.extend(b.iter().map(|(k, v)| (k.clone(), v.clone())))
+                        }
+                        (slot, Some(c)) => *slot = Some(c.clone()),
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+impl RecordWriter {
+    /// Opens a connection of its own for the import of job `job_id`.
+    pub async fn connect(database_url: &str, job_id: i64) -> Result<Self> {
+        let (client, connection) = tokio_postgres::connect(database_url, NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!(error = %e, "import connection closed with an error");
+            }
+        });
+        for service in Service::ALL {
+            client.batch_execute(&staging_ddl(service)).await?;
+        }
+        Ok(Self { client, job_id })
+    }
+
+    /// Writes one batch in one transaction. With `want_documents`, returns the
+    /// stored records (after the merge) as JSON, for the search index.
+    pub async fn write(
+        &mut self,
+        service: Service,
+        batch: &RecordBatch,
+        want_documents: bool,
+    ) -> Result<Vec<(Service, Value)>> {
+        let tx = self.client.transaction().await?;
+        let mut docs = Vec::new();
+        let groups = [
+            (Service::Company, &batch.companies),
+            (service, &batch.records),
+        ];
+        for (svc, rows) in groups {
+            if rows.is_empty() {
+                continue;
+            }
+            let columns = import_columns(svc);
+            let rows = merge_duplicates(rows);
+            let rows: Vec<&Row> = rows.iter().collect();
+            let sink = tx
+                .copy_in(&format!("COPY stage_{} FROM STDIN", table(svc)))
+                .await?;
+            futures::pin_mut!(sink);
+            sink.send(Bytes::from(copy_text(&rows, &columns))).await?;
+            sink.finish().await?;
+            if want_documents {
+                for row in tx.query(&upsert_sql(svc, true), &[]).await? {
+                    docs.push((svc, row.try_get::<_, Value>(0)?));
+                }
+            } else {
+                tx.execute(&upsert_sql(svc, false), &[]).await?;
+            }
+            tx.execute(&filters_sql(svc), &[]).await?;
+            tx.execute(&format!("TRUNCATE stage_{}", table(svc)), &[])
+                .await?;
+        }
+        if !batch.rejections.is_empty() {
+            let lines: Vec<i64> = batch.rejections.iter().map(|r| r.line).collect();
+            let reasons: Vec<&str> = batch.rejections.iter().map(|r| r.reason.as_str()).collect();
+            let raws: Vec<&str> = batch.rejections.iter().map(|r| r.raw.as_str()).collect();
+            tx.execute(
+                "INSERT INTO job_rejections (job_id, line, reason, raw)
+                 SELECT $1, * FROM unnest($2::int8[], $3::text[], $4::text[])
+                 ON CONFLICT DO NOTHING",
+                &[&self.job_id, &lines, &reasons, &raws],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(docs)
+    }
+
+    /// The first `limit` rejections of the job, in line order.
+    pub async fn first_rejections(&self, limit: i64) -> Result<Vec<Rejection>> {
+        let rows = self
+            .client
+            .query(
+                "SELECT line, reason, raw FROM job_rejections WHERE job_id = $1 ORDER BY line LIMIT $2",
+                &[&self.job_id, &limit],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Rejection {
+                    line: r.try_get(0)?,
+                    reason: r.try_get(1)?,
+                    raw: r.try_get(2)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Every rejection of the job, in line order, as a stream (constant memory).
+    pub async fn rejections(
+        &self,
+    ) -> Result<impl futures::Stream<Item = Result<Rejection>> + Send + '_> {
+        use futures::StreamExt;
+        let rows = self
+            .client
+            .query_raw(
+                "SELECT line, reason, raw FROM job_rejections WHERE job_id = $1 ORDER BY line",
+                [&self.job_id],
+            )
+            .await?;
+        Ok(rows.map(|r| {
+            let r = r?;
+            Ok(Rejection {
+                line: r.try_get(0)?,
+                reason: r.try_get(1)?,
+                raw: r.try_get(2)?,
+            })
+        }))
+    }
+
+    /// How many lines of the job were rejected so far.
+    pub async fn rejection_count(&self) -> Result<i64> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT count(*) FROM job_rejections WHERE job_id = $1",
+                &[&self.job_id],
+            )
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_text_escapes_specials_and_writes_arrays_and_nulls() {
+        let columns = import_columns(Service::Company);
+        let mut cells = vec![None; columns.len()];
+        let u = uuid::Uuid::nil();
+        cells[0] = Some(Cell::Uuid(u));
+        cells[1] = Some(Cell::Text("A\tB\\C\nD".into()));
+        let ind = columns
+            .iter()
+            .position(|f| f.name == "industries")
+            .unwrap_or(0);
+        cells[ind] = Some(Cell::List(vec!["Soft \"ware\"".into(), "Sa,aS".into()]));
+        let row = Row { uuid: u, cells };
+        let text = copy_text(&[&row], &columns);
+        let fields: Vec<&str> = text.trim_end_matches('\n').split('\t').collect();
+        assert_eq!(fields.len(), columns.len());
+        assert_eq!(fields[1], "A\\tB\\\\C\\nD");
+        assert_eq!(fields[ind], "{\"Soft \\\\\"ware\\\\\"\",\"Sa,aS\"}");
+        assert_eq!(fields[2], "\\N");
+    }
+
+    #[test]
+    fn duplicates_in_a_batch_merge_like_successive_upserts() {
+        let columns = import_columns(Service::Company);
+        let at = |name: &str| columns.iter().position(|f| f.name == name).unwrap_or(0);
+        let u = uuid::Uuid::from_u128(7);
+        let mut a = vec![None; columns.len()];
+        a[at("name")] = Some(Cell::Text("Acme".into()));
+        a[at("industries")] = Some(Cell::List(vec!["SaaS".into()]));
+        let mut b = vec![None; columns.len()];
+        b[at("name")] = Some(Cell::Text("Acme Inc".into()));
+        b[at("industries")] = Some(Cell::List(vec![]));
+        let other = Row { uuid: uuid::Uuid::from_u128(8), cells: vec![None; columns.len()] };
+        let merged = merge_duplicates(&[Row { uuid: u, cells: a }, other, Row { uuid: u, cells: b }]);
+        assert_eq!(merged.len(), 2);
+        assert_eq!(merged[0].cells[at("name")], Some(Cell::Text("Acme Inc".into())));
+        assert_eq!(merged[0].cells[at("industries")], Some(Cell::List(vec!["SaaS".into()])));
+    }
+
+    #[test]
+    fn upsert_keeps_stored_values_for_empty_cells() {
+        let sql = upsert_sql(Service::Company, false);
+        assert!(
+            sql.contains("name = coalesce(EXCLUDED.name, t.name)"),
+            "{sql}"
+        );
+        assert!(sql.contains("extra = t.extra || EXCLUDED.extra"));
+        assert!(sql.contains("CASE WHEN cardinality(EXCLUDED.industries) = 0 THEN t.industries"));
+        assert!(!sql.contains("RETURNING"));
+    }
+}
