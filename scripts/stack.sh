@@ -735,7 +735,7 @@ os_wait() {
     case "$status" in green|yellow) break ;; esac
     if [ $((SECONDS - start)) -ge "$OPENSEARCH_TIMEOUT" ]; then
       os_tail_logs
-      die "opensearch (pid $pid) not healthy on $(os_url) after ${OPENSEARCH_TIMEOUT}s (health: ${status:-no answer}); see $OS_LOG and $OS_NODE/logs/"
+      die "opensearch (pid $pid) not healthy on $(os_url) after ${OPENSEARCH_TIMEOUT}s (health: ${status:-no answer}); see $OS_LOG and $OS_NODE/logs/ (it is left running: \`scripts/stack.sh down opensearch\` stops it)"
     fi
     sleep 0.5
   done

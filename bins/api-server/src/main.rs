@@ -8,8 +8,9 @@ use anyhow::Context;
 use connectra_api::{configure, AppState};
 use connectra_config::Settings;
 use connectra_domain::job::{CreateRules, EXPORT_CSV_FILE, INSERT_CSV_FILE};
+use connectra_jobs::builtin::{register, search_from_settings, storage_from_settings, BuiltinDeps};
 use connectra_jobs::process::{init_tracing, shutdown_on_signal};
-use connectra_jobs::{builtin_registry, Mode, Runner, RunnerConfig};
+use connectra_jobs::{Mode, Registry, Runner, RunnerConfig};
 use connectra_persistence::{build_pool, run_migrations, JobRepo};
 
 #[tokio::main]
@@ -23,11 +24,18 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     settings.validate_for_api()?;
+    let s3 = storage_from_settings(&settings)?;
     let pool = build_pool(url, settings.database_pool_size)?;
-    let repo = JobRepo::new(pool);
+    let repo = JobRepo::new(pool.clone());
     let shutdown = shutdown_on_signal()?;
+    let search = search_from_settings(&settings, pool).await?;
 
-    let registry = builtin_registry();
+    let mut registry = Registry::new();
+    if let Some((storage, bucket)) = &s3 {
+        let deps =
+            BuiltinDeps::from_settings(&settings, storage.clone(), bucket.clone(), search.clone());
+        register(&mut registry, deps);
+    }
     let mut job_types: BTreeSet<String> = registry.job_types().into_iter().collect();
     job_types.extend([INSERT_CSV_FILE.to_string(), EXPORT_CSV_FILE.to_string()]);
     let rules = CreateRules {
@@ -40,7 +48,22 @@ async fn main() -> anyhow::Result<()> {
         .iter()
         .map(|k| k.expose().trim().to_string())
         .collect();
-    let state = AppState::new(repo.clone(), keys, rules, settings.max_body_bytes);
+    let state = AppState::new(repo.clone(), keys, rules, settings.max_body_bytes)
+        .with_search(search.clone());
+    let state = match s3 {
+        Some((storage, bucket)) => {
+            tracing::info!(?storage, %bucket, "S3 configured: upload URLs on, /ready checks the bucket");
+            state.with_storage(
+                storage,
+                bucket,
+                settings.s3_upload_file_path_prefix().to_string(),
+            )
+        }
+        None => {
+            tracing::warn!("S3_BUCKET is not set: GET /common/upload-url answers 503");
+            state
+        }
+    };
 
     let runners: Vec<_> = if settings.run_jobs_in_process {
         [Mode::FirstTime, Mode::Retry]

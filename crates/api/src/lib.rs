@@ -2,6 +2,7 @@
 
 mod body;
 mod error;
+mod query;
 
 use std::sync::Arc;
 
@@ -13,6 +14,8 @@ use connectra_domain::job::{parse_create_request, parse_list_request, CreateRule
 use connectra_domain::ErrorCode;
 use connectra_persistence::jobs::CancelOutcome;
 use connectra_persistence::JobRepo;
+use connectra_search::{PostgresBackend, SearchBackend};
+use connectra_storage::Storage;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -22,6 +25,20 @@ pub use error::ApiError;
 #[derive(Debug, Clone)]
 pub struct AppState {
     inner: Arc<Inner>,
+    /// Set by [`AppState::with_storage`]; without it the S3 endpoints answer 503.
+    s3: Option<Arc<S3Part>>,
+    /// The VQL backend of the search endpoints: PostgreSQL unless
+    /// [`AppState::with_search`] says otherwise.
+    search: Arc<dyn SearchBackend>,
+}
+
+/// S3 as the handlers use it.
+#[derive(Debug)]
+struct S3Part {
+    storage: Storage,
+    default_bucket: String,
+    /// Without leading or trailing `/`; may be empty.
+    upload_prefix: String,
 }
 
 #[derive(Debug)]
@@ -40,14 +57,41 @@ impl AppState {
         rules: CreateRules,
         max_body_bytes: usize,
     ) -> Self {
+        let search: Arc<dyn SearchBackend> = Arc::new(PostgresBackend::new(repo.pool().clone()));
         Self {
+            search,
             inner: Arc::new(Inner {
                 repo,
                 api_keys,
                 rules,
                 max_body_bytes,
             }),
+            s3: None,
         }
+    }
+
+    /// Adds S3: `GET /common/upload-url` presigns uploads into
+    /// `default_bucket` under `upload_prefix`, and `/ready` also checks that
+    /// the bucket answers.
+    pub fn with_storage(
+        mut self,
+        storage: Storage,
+        default_bucket: String,
+        upload_prefix: String,
+    ) -> Self {
+        self.s3 = Some(Arc::new(S3Part {
+            storage,
+            default_bucket,
+            upload_prefix: upload_prefix.trim_matches('/').to_string(),
+        }));
+        self
+    }
+
+    /// Uses `search` (e.g. OpenSearch) for the search endpoints; `/ready`
+    /// then checks it too.
+    pub fn with_search(mut self, search: Arc<dyn SearchBackend>) -> Self {
+        self.search = search;
+        self
     }
 
     /// Compares `given` with every configured key in constant time: the time
@@ -84,6 +128,24 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
                     .route("/jobs", web::post().to(list_jobs))
                     .route("/jobs/{uuid}", web::get().to(get_job))
                     .route("/jobs/{uuid}/cancel", web::post().to(cancel_job))
+                    .route("/upload-url", web::get().to(upload_url))
+                    .route(
+                        "/jobs/{uuid}/download-url",
+                        web::get().to(query::download_url),
+                    )
+                    .route("/filters", web::get().to(query::filters))
+                    .default_service(web::to(not_found)),
+            )
+            .service(
+                web::scope("/contacts")
+                    .wrap(from_fn(require_api_key))
+                    .route("/search", web::post().to(query::search_contacts))
+                    .default_service(web::to(not_found)),
+            )
+            .service(
+                web::scope("/companies")
+                    .wrap(from_fn(require_api_key))
+                    .route("/search", web::post().to(query::search_companies))
                     .default_service(web::to(not_found)),
             )
             .default_service(web::to(not_found));
@@ -122,16 +184,154 @@ async fn health() -> HttpResponse {
 }
 
 async fn ready(state: web::Data<AppState>) -> HttpResponse {
-    match state.inner.repo.ping().await {
-        Ok(()) => HttpResponse::Ok().json(json!({
-            "status": "ready", "checks": {"database": "ok"}, "success": true
-        })),
-        Err(e) => HttpResponse::ServiceUnavailable().json(json!({
-            "error": format!("{}: the database does not answer: {e}", ErrorCode::Unavailable),
-            "checks": {"database": "unavailable"},
-            "success": false
-        })),
+    let s3_check = async {
+        match &state.s3 {
+            None => None,
+            Some(s3) => Some(match s3.storage.bucket_exists(&s3.default_bucket).await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(format!(
+                    "the S3 bucket '{}' does not exist",
+                    s3.default_bucket
+                )),
+                Err(e) => Err(format!("S3 does not answer: {e}")),
+            }),
+        }
+    };
+    let search_check = async {
+        match state.search.name() {
+            "postgres" => None, // the database check covers it
+            name => Some((name, state.search.ping().await)),
+        }
+    };
+    let (database, s3, search) = futures::join!(state.inner.repo.ping(), s3_check, search_check);
+    let mut checks = serde_json::Map::new();
+    let mut problems = Vec::new();
+    match database {
+        Ok(()) => checks.insert("database".into(), json!("ok")),
+        Err(e) => {
+            problems.push(format!("the database does not answer: {e}"));
+            checks.insert("database".into(), json!("unavailable"))
+        }
+    };
+    match s3 {
+        None => {}
+        Some(Ok(())) => {
+            checks.insert("s3".into(), json!("ok"));
+        }
+        Some(Err(problem)) => {
+            problems.push(problem);
+            checks.insert("s3".into(), json!("unavailable"));
+        }
     }
+    match search {
+        None => {}
+        Some((name, Ok(()))) => {
+            checks.insert(name.into(), json!("ok"));
+        }
+        Some((name, Err(e))) => {
+            problems.push(format!("{e}"));
+            checks.insert(name.into(), json!("unavailable"));
+        }
+    }
+    if problems.is_empty() {
+        HttpResponse::Ok().json(json!({"status": "ready", "checks": checks, "success": true}))
+    } else {
+        HttpResponse::ServiceUnavailable().json(json!({
+            "error": format!("{}: {}", ErrorCode::Unavailable, problems.join("; ")),
+            "checks": checks,
+            "success": false
+        }))
+    }
+}
+
+/// How long a presigned upload URL stays valid.
+const UPLOAD_URL_EXPIRES_SECS: u32 = 3600;
+/// The longest accepted `filename`, in characters.
+const MAX_FILENAME_CHARS: usize = 255;
+
+#[derive(Debug, serde::Deserialize)]
+struct UploadUrlQuery {
+    filename: Option<String>,
+}
+
+/// Checks a user's file name and makes it safe for an S3 key: letters,
+/// digits, `.`, `-` and `_` stay, anything else becomes `_`.
+fn sanitise_filename(filename: Option<&str>) -> Result<String, ApiError> {
+    let invalid = |message: String| ApiError::new(ErrorCode::InvalidFilename, message);
+    let name =
+        match filename {
+            Some(name) if !name.trim().is_empty() => name,
+            _ => return Err(invalid(
+                "the 'filename' query parameter is required, for example '?filename=contacts.csv'"
+                    .into(),
+            )),
+        };
+    let chars = name.chars().count();
+    if chars > MAX_FILENAME_CHARS {
+        return Err(invalid(format!(
+            "'filename' is {chars} characters long; at most {MAX_FILENAME_CHARS} are allowed"
+        )));
+    }
+    if name.contains(['/', '\\']) || name == "." || name == ".." {
+        return Err(invalid(format!(
+            "'filename' must be a bare file name without a path; got {name:?}"
+        )));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(invalid(format!(
+            "'filename' must not contain control characters; got {name:?}"
+        )));
+    }
+    Ok(name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect())
+}
+
+/// `GET /common/upload-url?filename=…`: a presigned PUT URL for a new key
+/// under the uploads prefix (the guide's Example 1).
+async fn upload_url(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let s3 = state
+        .s3
+        .as_deref()
+        .ok_or_else(|| ApiError::new(ErrorCode::Unavailable, "S3 is not configured"))?;
+    let query = web::Query::<UploadUrlQuery>::from_query(req.query_string()).map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidFilename,
+            format!("the query string cannot be read: {e}"),
+        )
+    })?;
+    let name = sanitise_filename(query.filename.as_deref())?;
+    let file = format!("{}-{name}", Uuid::new_v4());
+    let key = if s3.upload_prefix.is_empty() {
+        file
+    } else {
+        format!("{}/{file}", s3.upload_prefix)
+    };
+    let url = s3
+        .storage
+        .presign_put(&s3.default_bucket, &key, UPLOAD_URL_EXPIRES_SECS)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "presigning an upload URL failed");
+            ApiError::new(ErrorCode::Internal, "the upload URL could not be made")
+        })?;
+    Ok(HttpResponse::Ok().json(json!({
+        "upload_url": url,
+        "s3_key": key,
+        "s3_bucket": s3.default_bucket,
+        "expires_in": UPLOAD_URL_EXPIRES_SECS,
+        "success": true,
+    })))
 }
 
 async fn create_job(
@@ -161,7 +361,7 @@ async fn list_jobs(
     Ok(HttpResponse::Ok().json(json!({ "data": jobs, "success": true })))
 }
 
-fn parse_uuid(raw: &str) -> Result<Uuid, ApiError> {
+pub(crate) fn parse_uuid(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| {
         ApiError::new(
             ErrorCode::InvalidUuid,
@@ -215,7 +415,40 @@ async fn cancel_job(
 
 #[cfg(test)]
 mod tests {
-    use super::constant_time_eq;
+    use super::{constant_time_eq, sanitise_filename};
+
+    #[test]
+    fn filenames_are_checked_and_made_safe_for_keys() {
+        assert_eq!(
+            sanitise_filename(Some("contacts.csv")).ok().as_deref(),
+            Some("contacts.csv")
+        );
+        assert_eq!(
+            sanitise_filename(Some("my contacts (2024) é.csv"))
+                .ok()
+                .as_deref(),
+            Some("my_contacts__2024___.csv")
+        );
+        for bad in [
+            None,
+            Some(""),
+            Some("  "),
+            Some("a/b.csv"),
+            Some("a\\b.csv"),
+            Some(".."),
+            Some("a\nb"),
+        ] {
+            let message = sanitise_filename(bad).err().map(|e| e.to_string());
+            assert!(
+                message
+                    .as_deref()
+                    .is_some_and(|m| m.starts_with("ERR_INVALID_FILENAME: ")),
+                "{bad:?}: {message:?}"
+            );
+        }
+        assert!(sanitise_filename(Some(&"a".repeat(255))).is_ok());
+        assert!(sanitise_filename(Some(&"a".repeat(256))).is_err());
+    }
 
     #[test]
     fn constant_time_eq_compares_exactly() {

@@ -62,6 +62,8 @@ pub struct Settings {
     pub s3_path_style: bool,
     pub s3_allowed_buckets: Vec<String>,
     pub opensearch_url: Option<String>,
+    /// Indices are `{prefix}_contacts` and `{prefix}_companies`.
+    pub opensearch_index_prefix: String,
     pub export_escape_formulas: bool,
 }
 
@@ -98,6 +100,7 @@ impl Settings {
             .and_then(|b| b.set_default("s3_path_style", true))
             .and_then(|b| b.set_default("s3_allowed_buckets", Vec::<String>::new()))
             .and_then(|b| b.set_default("export_escape_formulas", true))
+            .and_then(|b| b.set_default("opensearch_index_prefix", "connectra"))
             .map_err(|e| ConfigError(e.to_string()))?
             .add_source(File::with_name(file.unwrap_or("connectra.toml")).required(file.is_some()))
             .add_source(env)

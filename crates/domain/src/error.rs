@@ -45,6 +45,8 @@ pub enum ErrorCode {
     NotFound,
     /// A path parameter that is not a uuid.
     InvalidUuid,
+    /// An upload `filename` that is missing, too long, or holds a path separator or control character.
+    InvalidFilename,
     /// The request conflicts with the resource's state (e.g. cancelling a finished job).
     Conflict,
     /// A dependency (database, S3, search) is unavailable.
@@ -76,6 +78,7 @@ impl ErrorCode {
             Self::Unauthorized => "ERR_UNAUTHORIZED",
             Self::NotFound => "ERR_NOT_FOUND",
             Self::InvalidUuid => "ERR_INVALID_UUID",
+            Self::InvalidFilename => "ERR_INVALID_FILENAME",
             Self::Conflict => "ERR_CONFLICT",
             Self::Unavailable => "ERR_UNAVAILABLE",
             Self::Internal => "ERR_INTERNAL",

@@ -480,9 +480,8 @@ mod tests {
         assert_eq!(plan(&["Email", "Country"]).service, Service::Contact);
         assert_eq!(plan(&["Name", "Website"]).service, Service::Company);
         let h = vec!["name".to_string()];
-        assert_eq!(
+        assert!(
             HeaderPlan::new(&h, Some(Service::Contact)).is_err(),
-            true,
             "name is no contact field"
         );
     }
@@ -549,12 +548,9 @@ mod tests {
         );
         // an invalid uuid rejects the row rather than silently giving the
         // record another identity
-        assert_eq!(
-            parse(&p2, &["nope", "ann@example.com"])
-                .unwrap_err()
-                .contains("uuid"),
-            true
-        );
+        assert!(parse(&p2, &["nope", "ann@example.com"])
+            .unwrap_err()
+            .contains("uuid"));
         let p3 = plan(&["first_name", "seniority"]);
         assert!(parse(&p3, &["", "vp"])
             .unwrap_err()

@@ -516,6 +516,17 @@ impl VqlQuery {
     }
 }
 
+impl ValidQuery {
+    /// The same query, starting after `cursor` (a page's `next_search_after`),
+    /// checked against the sort like a user's `search_after`.
+    pub fn after(&self, cursor: &[Value]) -> Result<ValidQuery, DomainError> {
+        Ok(ValidQuery {
+            search_after: Some(validate_cursor(cursor, &self.order_by)?),
+            ..self.clone()
+        })
+    }
+}
+
 fn validate_where(
     where_: &WhereClause,
     service: Service,

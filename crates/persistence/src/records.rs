@@ -392,11 +392,21 @@ mod tests {
         let mut b = vec![None; columns.len()];
         b[at("name")] = Some(Cell::Text("Acme Inc".into()));
         b[at("industries")] = Some(Cell::List(vec![]));
-        let other = Row { uuid: uuid::Uuid::from_u128(8), cells: vec![None; columns.len()] };
-        let merged = merge_duplicates(&[Row { uuid: u, cells: a }, other, Row { uuid: u, cells: b }]);
+        let other = Row {
+            uuid: uuid::Uuid::from_u128(8),
+            cells: vec![None; columns.len()],
+        };
+        let merged =
+            merge_duplicates(&[Row { uuid: u, cells: a }, other, Row { uuid: u, cells: b }]);
         assert_eq!(merged.len(), 2);
-        assert_eq!(merged[0].cells[at("name")], Some(Cell::Text("Acme Inc".into())));
-        assert_eq!(merged[0].cells[at("industries")], Some(Cell::List(vec!["SaaS".into()])));
+        assert_eq!(
+            merged[0].cells[at("name")],
+            Some(Cell::Text("Acme Inc".into()))
+        );
+        assert_eq!(
+            merged[0].cells[at("industries")],
+            Some(Cell::List(vec!["SaaS".into()]))
+        );
     }
 
     #[test]

@@ -372,10 +372,16 @@ async fn write_error_report(
     };
     let produce = async {
         let mut rows = Box::pin(writer.rejections().await?);
-        w.write_all(&csv_line(["line_number", "reason", "original_line"])?).await?;
+        w.write_all(&csv_line(["line_number", "reason", "original_line"])?)
+            .await?;
         while let Some(rej) = rows.next().await {
             let rej = rej?;
-            w.write_all(&csv_line([rej.line.to_string().as_str(), &rej.reason, &rej.raw])?).await?;
+            w.write_all(&csv_line([
+                rej.line.to_string().as_str(),
+                &rej.reason,
+                &rej.raw,
+            ])?)
+            .await?;
         }
         w.shutdown().await?;
         anyhow::Ok(())
@@ -390,5 +396,5 @@ async fn write_error_report(
 fn csv_line<const N: usize>(fields: [&str; N]) -> anyhow::Result<Vec<u8>> {
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(fields)?;
-    Ok(w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?)
+    w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))
 }

@@ -1,12 +1,13 @@
-//! The two built-in job types of the user's guide: `insert_csv_file` (this
-//! build) and `export_csv_file` (not yet). Behind the `builtin` feature, so a
+//! The two built-in job types of the user's guide: `insert_csv_file` and
+//! `export_csv_file`. Behind the `builtin` feature, so a
 //! service embedding the runner core pulls in neither S3 nor the search engine.
 
+mod export;
 mod import;
 
 use std::sync::Arc;
 
-use connectra_domain::job::INSERT_CSV_FILE;
+use connectra_domain::job::{EXPORT_CSV_FILE, INSERT_CSV_FILE};
 use connectra_search::SearchBackend;
 use connectra_storage::Storage;
 
@@ -25,6 +26,8 @@ pub struct BuiltinDeps {
     pub upload_prefix: String,
     /// `BATCH_SIZE_FOR_INSERTION`.
     pub batch_size: usize,
+    /// `EXPORT_ESCAPE_FORMULAS`: neutralise cells a spreadsheet would run.
+    pub escape_formulas: bool,
 }
 
 impl std::fmt::Debug for BuiltinDeps {
@@ -40,55 +43,87 @@ impl std::fmt::Debug for BuiltinDeps {
 /// Registers the built-in handlers.
 pub fn register(registry: &mut Registry, deps: BuiltinDeps) {
     let deps = Arc::new(deps);
-    registry.register_fn(INSERT_CSV_FILE, move |ctx| import::run(ctx, deps.clone()));
+    let import_deps = deps.clone();
+    registry.register_fn(INSERT_CSV_FILE, move |ctx| {
+        import::run(ctx, import_deps.clone())
+    });
+    registry.register_fn(EXPORT_CSV_FILE, move |ctx| export::run(ctx, deps.clone()));
+}
+
+/// S3 and the default bucket from the `S3_*` variables; `None` when
+/// `S3_BUCKET` is unset. A bad bucket name stops start-up here: S3 itself
+/// would only answer "broken pipe".
+pub fn storage_from_settings(
+    settings: &connectra_config::Settings,
+) -> anyhow::Result<Option<(Storage, String)>> {
+    let Some(bucket) = settings
+        .s3_bucket
+        .as_deref()
+        .map(str::trim)
+        .filter(|b| !b.is_empty())
+    else {
+        return Ok(None);
+    };
+    Storage::validate_bucket_name(bucket).map_err(|e| anyhow::anyhow!("S3_BUCKET: {e}"))?;
+    let storage = Storage::new(&connectra_storage::S3Config {
+        endpoint: settings.s3_endpoint.clone(),
+        region: settings.s3_region.clone(),
+        access_key_id: settings
+            .s3_access_key_id
+            .as_ref()
+            .map(|s| s.expose().to_string()),
+        secret_access_key: settings
+            .s3_secret_access_key
+            .as_ref()
+            .map(|s| s.expose().to_string()),
+        path_style: settings.s3_path_style,
+    })
+    .map_err(|e| {
+        anyhow::anyhow!("S3_ENDPOINT / S3_REGION / S3_ACCESS_KEY_ID / S3_SECRET_ACCESS_KEY: {e}")
+    })?;
+    Ok(Some((storage, bucket.to_string())))
+}
+
+/// The search backend: OpenSearch when `OPENSEARCH_URL` is set (its indices
+/// are created if missing), otherwise PostgreSQL.
+pub async fn search_from_settings(
+    settings: &connectra_config::Settings,
+    pool: connectra_persistence::PgPool,
+) -> anyhow::Result<Arc<dyn SearchBackend>> {
+    use anyhow::Context;
+    let search: Arc<dyn SearchBackend> = match &settings.opensearch_url {
+        Some(url) => Arc::new(
+            connectra_search::OpenSearchBackend::new(url)
+                .context("OPENSEARCH_URL")?
+                .with_index_prefix(&settings.opensearch_index_prefix),
+        ),
+        None => Arc::new(connectra_search::PostgresBackend::new(pool)),
+    };
+    search
+        .ensure_indices()
+        .await
+        .with_context(|| format!("preparing the {} search indices", search.name()))?;
+    Ok(search)
 }
 
 impl BuiltinDeps {
-    /// Builds the handlers' dependencies from `Settings`: S3 from the `S3_*`
-    /// variables, the search backend from `OPENSEARCH_URL` (PostgreSQL when
-    /// unset; OpenSearch indices are created if missing). `None` when
-    /// `S3_BUCKET` is unset: without a bucket the CSV handlers cannot run.
-    pub async fn from_settings(
+    /// The handlers' dependencies from `Settings`; `None` when `S3_BUCKET` is
+    /// unset: without a bucket the CSV handlers cannot run.
+    pub fn from_settings(
         settings: &connectra_config::Settings,
-        pool: connectra_persistence::PgPool,
-    ) -> anyhow::Result<Option<Self>> {
-        use anyhow::Context;
-        let Some(bucket) = settings.s3_bucket.clone() else {
-            return Ok(None);
-        };
-        Storage::validate_bucket_name(&bucket).context("S3_BUCKET")?;
-        let storage = Storage::new(&connectra_storage::S3Config {
-            endpoint: settings.s3_endpoint.clone(),
-            region: settings.s3_region.clone(),
-            access_key_id: settings
-                .s3_access_key_id
-                .as_ref()
-                .map(|s| s.expose().to_string()),
-            secret_access_key: settings
-                .s3_secret_access_key
-                .as_ref()
-                .map(|s| s.expose().to_string()),
-            path_style: settings.s3_path_style,
-        })
-        .context("S3 settings")?;
-        let search: Arc<dyn SearchBackend> = match &settings.opensearch_url {
-            Some(url) => {
-                Arc::new(connectra_search::OpenSearchBackend::new(url).context("OPENSEARCH_URL")?)
-            }
-            None => Arc::new(connectra_search::PostgresBackend::new(pool)),
-        };
-        search
-            .ensure_indices()
-            .await
-            .with_context(|| format!("preparing the {} search indices", search.name()))?;
-        Ok(Some(Self {
+        storage: Storage,
+        default_bucket: String,
+        search: Arc<dyn SearchBackend>,
+    ) -> Self {
+        Self {
             storage,
             search,
             database_url: settings.database_url.expose().to_string(),
-            default_bucket: bucket,
+            default_bucket,
             upload_prefix: settings.s3_upload_file_path_prefix().to_string(),
             batch_size: settings.batch_size_for_insertion,
-        }))
+            escape_formulas: settings.export_escape_formulas,
+        }
     }
 }
 
@@ -99,8 +134,11 @@ pub async fn registry_from_settings(
     pool: connectra_persistence::PgPool,
 ) -> anyhow::Result<Registry> {
     let mut registry = Registry::new();
-    match BuiltinDeps::from_settings(settings, pool).await? {
-        Some(deps) => register(&mut registry, deps),
+    match storage_from_settings(settings)? {
+        Some((storage, bucket)) => {
+            let search = search_from_settings(settings, pool).await?;
+            register(&mut registry, BuiltinDeps::from_settings(settings, storage, bucket, search));
+        }
         None => tracing::warn!(
             "S3_BUCKET is not set: insert_csv_file and export_csv_file jobs will not be run by this process"
         ),

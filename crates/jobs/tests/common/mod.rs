@@ -1,0 +1,201 @@
+//! Shared harness of the built-in handlers' tests: a database per test, the
+//! real S3, a search backend, and a runner with the built-in handlers.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use connectra_domain::job::NewJob;
+use connectra_jobs::builtin::{self, BuiltinDeps};
+use connectra_jobs::{Mode, Registry, RunReport, Runner, RunnerConfig};
+use connectra_persistence::testing::TestDb;
+use connectra_persistence::{Job, JobRepo, PgPool};
+use connectra_search::{OpenSearchBackend, PostgresBackend, SearchBackend};
+use connectra_storage::{S3Config, Storage};
+use diesel::sql_types::{BigInt, Text};
+use diesel_async::RunQueryDsl;
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub fn env(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+pub fn storage() -> Storage {
+    Storage::new(&S3Config {
+        endpoint: Some(env("S3_ENDPOINT", "http://127.0.0.1:8333")),
+        region: env("S3_REGION", "us-east-1"),
+        access_key_id: Some(env("S3_ACCESS_KEY_ID", "testaccess")),
+        secret_access_key: Some(env("S3_SECRET_ACCESS_KEY", "testsecret123")),
+        path_style: true,
+    })
+    .unwrap()
+}
+
+pub fn bucket() -> String {
+    env("S3_BUCKET", "connectra")
+}
+
+pub struct Harness {
+    pub db: TestDb,
+    pub repo: JobRepo,
+    pub storage: Storage,
+    pub search: Arc<dyn SearchBackend>,
+    pub prefix: String,
+    pub escape_formulas: bool,
+    runner: Option<(CancellationToken, JoinHandle<RunReport>)>,
+}
+
+impl Harness {
+    pub async fn new(opensearch: bool) -> Self {
+        let db = TestDb::new().await;
+        let repo = JobRepo::new(db.pool());
+        let storage = storage();
+        storage.ensure_bucket(&bucket()).await.unwrap();
+        let prefix = format!("test-import-{}", uuid::Uuid::new_v4().simple());
+        let search: Arc<dyn SearchBackend> = if opensearch {
+            let os = OpenSearchBackend::new(&env("OPENSEARCH_URL", "http://127.0.0.1:9200"))
+                .unwrap()
+                .with_index_prefix(&prefix);
+            Arc::new(os)
+        } else {
+            Arc::new(PostgresBackend::new(db.pool()))
+        };
+        search.ensure_indices().await.unwrap();
+        Self {
+            db,
+            repo,
+            storage,
+            search,
+            prefix,
+            escape_formulas: true,
+            runner: None,
+        }
+    }
+
+    pub fn start(&mut self, batch_size: usize) {
+        let storage = self.storage.clone();
+        self.start_with_storage(batch_size, storage);
+    }
+
+    /// Starts a runner whose handlers reach S3 through `storage`.
+    pub fn start_with_storage(&mut self, batch_size: usize, storage: Storage) {
+        let mut registry = Registry::new();
+        builtin::register(
+            &mut registry,
+            BuiltinDeps {
+                storage,
+                search: self.search.clone(),
+                database_url: self.db.url().to_string(),
+                default_bucket: bucket(),
+                upload_prefix: self.prefix.clone(),
+                batch_size,
+                escape_formulas: self.escape_formulas,
+            },
+        );
+        let mut cfg = RunnerConfig::new(Mode::FirstTime);
+        cfg.listen_url = Some(self.db.url().to_string());
+        let stop = CancellationToken::new();
+        let runner = Runner::new(self.repo.clone(), registry, cfg);
+        self.runner = Some((stop.clone(), tokio::spawn(runner.run(stop))));
+    }
+
+    pub async fn upload(&self, name: &str, body: &[u8]) -> String {
+        let key = format!("{}/{name}", self.prefix);
+        self.storage
+            .put_bytes(&bucket(), &key, body, "text/csv")
+            .await
+            .unwrap();
+        key
+    }
+
+    pub async fn import(&self, key: &str) -> Job {
+        self.run("insert_csv_file", json!({ "s3_key": key })).await
+    }
+
+    pub async fn export(&self, vql: Value, service: &str) -> Job {
+        self.run("export_csv_file", json!({ "service": service, "vql": vql }))
+            .await
+    }
+
+    /// Creates a job and waits until it is completed or failed.
+    pub async fn run(&self, job_type: &str, data: Value) -> Job {
+        let job = self
+            .repo
+            .create(&NewJob {
+                job_type: job_type.into(),
+                data,
+                retry_count: 0,
+                retry_interval: 0,
+            })
+            .await
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+        loop {
+            let j = self.repo.get(job.uuid).await.unwrap().unwrap();
+            if j.status == "completed" || j.status == "failed" {
+                return j;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "job did not finish: {j:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The content of an object in the test bucket.
+    pub async fn read_object(&self, key: &str) -> String {
+        let mut stream = self.storage.get_stream(&bucket(), key).await.unwrap();
+        let mut text = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut text)
+            .await
+            .unwrap();
+        text
+    }
+
+    pub fn pool(&self) -> PgPool {
+        self.db.pool()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some((stop, h)) = self.runner.take() {
+            stop.cancel();
+            h.await.unwrap();
+        }
+    }
+}
+
+#[derive(diesel::QueryableByName)]
+pub struct N {
+    #[diesel(sql_type = BigInt)]
+    pub n: i64,
+}
+
+pub async fn count(pool: &PgPool, sql: &str) -> i64 {
+    let mut conn = pool.get().await.unwrap();
+    diesel::sql_query(sql)
+        .get_result::<N>(&mut conn)
+        .await
+        .unwrap()
+        .n
+}
+
+#[derive(diesel::QueryableByName)]
+pub struct S {
+    #[diesel(sql_type = Text)]
+    pub s: String,
+}
+
+pub async fn strings(pool: &PgPool, sql: &str) -> Vec<String> {
+    let mut conn = pool.get().await.unwrap();
+    diesel::sql_query(sql)
+        .load::<S>(&mut conn)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.s)
+        .collect()
+}

@@ -1,0 +1,1193 @@
+//! The OpenSearch backend: index definitions, the VQL → search body
+//! compiler, bulk writes, and cursor conversion.
+
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use connectra_domain::catalogue::{self, FieldDef, FieldKind};
+use connectra_domain::vql::{Bound, CursorValue, RangeBounds, SortDirection, ValidQuery};
+use connectra_domain::Service;
+use futures::future::BoxFuture;
+use futures::stream::{BoxStream, StreamExt};
+use opensearch::http::headers::HeaderMap;
+use opensearch::http::response::Response;
+use opensearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
+use opensearch::http::Method;
+use opensearch::http::Url;
+use opensearch::indices::{
+    IndicesCreateParts, IndicesDeleteParts, IndicesExistsParts, IndicesRefreshParts,
+};
+use opensearch::{BulkParts, OpenSearch, SearchParts};
+use serde_json::{json, Map, Value};
+
+use crate::document::{
+    check_cursor, cursor_json, epoch_millis, fold_case, format_timestamp_full, from_epoch_millis,
+    project,
+};
+use crate::{Document, Page, SearchBackend, SearchError};
+
+const BACKEND: &str = "opensearch";
+
+/// Index names are `{prefix}_contacts` and `{prefix}_companies`.
+pub const DEFAULT_INDEX_PREFIX: &str = "connectra";
+
+/// The largest bulk request body this backend sends. OpenSearch's default
+/// `http.max_content_length` is 100 MB and proxies commonly cap at 10 MB;
+/// 5 MiB stays well clear of both while keeping requests efficient.
+/// How long a point in time stays open between two pages of an export.
+const PIT_KEEP_ALIVE: &str = "5m";
+
+pub const DEFAULT_BULK_MAX_BYTES: usize = 5 * 1024 * 1024;
+
+/// The custom normalizer every keyword (sub)field uses.
+const NORMALIZER: &str = "connectra_lowercase";
+
+/// How many times a bulk request is sent while items keep coming back 429.
+const BULK_MAX_ATTEMPTS: u32 = 6;
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn index_suffix(service: Service) -> &'static str {
+    match service {
+        Service::Contact => "contacts",
+        Service::Company => "companies",
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Index definition
+// ---------------------------------------------------------------------------
+
+/// The `PUT /{index}` body for `service`: settings (one shard, no replicas,
+/// the lower-case normalizer) and a strict mapping derived from the catalogue.
+pub fn index_definition(service: Service) -> Value {
+    let properties: Map<String, Value> = catalogue::fields(service)
+        .iter()
+        .map(|f| (f.name.to_owned(), field_mapping(f)))
+        .collect();
+    json!({
+        "settings": {
+            "number_of_shards": 1,
+            "number_of_replicas": 0,
+            "analysis": {
+                "normalizer": {
+                    NORMALIZER: { "type": "custom", "char_filter": [], "filter": ["lowercase"] }
+                }
+            }
+        },
+        "mappings": {
+            "dynamic": "strict",
+            "properties": properties
+        }
+    })
+}
+
+fn field_mapping(field: &FieldDef) -> Value {
+    match field.kind {
+        FieldKind::Keyword | FieldKind::KeywordList => {
+            json!({ "type": "keyword", "normalizer": NORMALIZER })
+        }
+        FieldKind::Text => json!({
+            "type": "text",
+            "fields": { "keyword": { "type": "keyword", "normalizer": NORMALIZER } }
+        }),
+        FieldKind::Integer => json!({ "type": "integer" }),
+        FieldKind::BigInt => json!({ "type": "long" }),
+        FieldKind::Uuid => json!({ "type": "keyword" }),
+        FieldKind::Timestamp => {
+            json!({ "type": "date", "format": "strict_date_optional_time||epoch_millis" })
+        }
+        FieldKind::Json => json!({ "type": "object", "enabled": false }),
+    }
+}
+
+/// The field that exact matches and sorts use: a text field's `.keyword`
+/// subfield, otherwise the field itself.
+fn exact_field(field: &FieldDef) -> Cow<'static, str> {
+    match field.kind {
+        FieldKind::Text => Cow::Owned(format!("{}.keyword", field.name)),
+        _ => Cow::Borrowed(field.name),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Query compilation
+// ---------------------------------------------------------------------------
+
+/// The full `_search` body for `query`: `query`, `sort`, `size`,
+/// `search_after` and `_source`. Pure; field names come only from the
+/// query's catalogue entries.
+///
+/// - `keyword_match` → `terms` on the exact (sub)field, values lower-cased
+///   (the fields' normalizer lower-cases the indexed side);
+/// - `text_match` → `match` with `operator: and`;
+/// - `range_query` → `range`, integers as numbers and timestamps as RFC 3339
+///   with all nine fraction digits (so that OpenSearch does not round a
+///   `gt`/`lte` bound up over omitted fields);
+/// - `must` clauses go to `bool.filter` (results are sorted, never scored),
+///   `must_not` to `bool.must_not`; no filter at all is `match_all`;
+/// - every sort key has `missing: _last`, in both directions.
+pub fn to_opensearch_query(service: Service, query: &ValidQuery) -> Value {
+    debug_assert!(
+        query
+            .select_columns
+            .iter()
+            .copied()
+            .chain(query.order_by.iter().map(|(f, _)| *f))
+            .all(|f| catalogue::field(service, f.name) == Some(f)),
+        "the query's fields belong to another service than {service}"
+    );
+    let mut filter = Vec::new();
+    let mut must_not = Vec::new();
+    for (field, values) in &query.keyword_must {
+        filter.push(terms(field, values));
+    }
+    for (field, values) in &query.keyword_must_not {
+        must_not.push(terms(field, values));
+    }
+    for (field, text) in &query.text_must {
+        filter.push(text_match(field, text));
+    }
+    for (field, text) in &query.text_must_not {
+        must_not.push(text_match(field, text));
+    }
+    for (field, bounds) in &query.range_must {
+        filter.push(range(field, bounds));
+    }
+    for (field, bounds) in &query.range_must_not {
+        must_not.push(range(field, bounds));
+    }
+    let os_query = if filter.is_empty() && must_not.is_empty() {
+        json!({ "match_all": {} })
+    } else {
+        let mut bool_query = Map::new();
+        if !filter.is_empty() {
+            bool_query.insert("filter".to_owned(), Value::Array(filter));
+        }
+        if !must_not.is_empty() {
+            bool_query.insert("must_not".to_owned(), Value::Array(must_not));
+        }
+        json!({ "bool": bool_query })
+    };
+    let sort: Vec<Value> = query
+        .order_by
+        .iter()
+        .map(|(field, direction)| {
+            json!({ exact_field(field): { "order": direction.as_str(), "missing": "_last" } })
+        })
+        .collect();
+    let includes: Vec<&str> = query.select_columns.iter().map(|f| f.name).collect();
+    let mut body = json!({
+        "query": os_query,
+        "sort": sort,
+        "size": query.limit,
+        "_source": { "includes": includes },
+        "track_total_hits": false
+    });
+    if let (Some(cursor), Some(object)) = (&query.search_after, body.as_object_mut()) {
+        let after: Vec<Value> = cursor
+            .iter()
+            .zip(&query.order_by)
+            .map(|(value, (field, direction))| search_after_value(field, *direction, value))
+            .collect();
+        object.insert("search_after".to_owned(), Value::Array(after));
+    }
+    body
+}
+
+fn terms(field: &FieldDef, values: &[String]) -> Value {
+    let values: Vec<String> = values.iter().map(|v| fold_case(v)).collect();
+    json!({ "terms": { exact_field(field): values } })
+}
+
+fn text_match(field: &FieldDef, text: &str) -> Value {
+    json!({ "match": { field.name: { "query": text, "operator": "and" } } })
+}
+
+fn range(field: &FieldDef, bounds: &RangeBounds) -> Value {
+    let mut spec = Map::new();
+    for (op, bound) in [
+        ("gt", bounds.gt),
+        ("gte", bounds.gte),
+        ("lt", bounds.lt),
+        ("lte", bounds.lte),
+    ] {
+        if let Some(bound) = bound {
+            let value = match bound {
+                Bound::Int(n) => Value::from(n),
+                Bound::Timestamp(t) => Value::String(format_timestamp_full(t)),
+            };
+            spec.insert(op.to_owned(), value);
+        }
+    }
+    json!({ "range": { field.name: spec } })
+}
+
+/// The sort value OpenSearch reports for a document that lacks a numeric
+/// or date field sorted with `missing: _last`: the type's largest value when
+/// ascending, its smallest when descending. Keyword fields report `null`.
+fn missing_sort_value(kind: FieldKind, direction: SortDirection) -> Option<i64> {
+    match (kind, direction) {
+        (FieldKind::Integer, SortDirection::Asc) => Some(i64::from(i32::MAX)),
+        (FieldKind::Integer, SortDirection::Desc) => Some(i64::from(i32::MIN)),
+        (FieldKind::BigInt | FieldKind::Timestamp, SortDirection::Asc) => Some(i64::MAX),
+        (FieldKind::BigInt | FieldKind::Timestamp, SortDirection::Desc) => Some(i64::MIN),
+        _ => None,
+    }
+}
+
+/// A cursor value as OpenSearch's `search_after` wants it: strings
+/// lower-cased (sort values are normalised; `search_after` is not), dates as
+/// epoch milliseconds, and `null` as the missing-value sentinel of numeric
+/// and date fields.
+fn search_after_value(field: &FieldDef, direction: SortDirection, value: &CursorValue) -> Value {
+    match value {
+        CursorValue::Null => {
+            missing_sort_value(field.kind, direction).map_or(Value::Null, Value::from)
+        }
+        CursorValue::Int(n) => Value::from(*n),
+        CursorValue::Str(s) => Value::String(fold_case(s)),
+        CursorValue::Uuid(u) => Value::String(u.hyphenated().to_string()),
+        CursorValue::Timestamp(t) => Value::from(epoch_millis(*t)),
+    }
+}
+
+/// Reads one of a hit's `sort` values back into a typed cursor value.
+fn cursor_value(
+    field: &FieldDef,
+    direction: SortDirection,
+    value: &Value,
+) -> Result<CursorValue, SearchError> {
+    let bad = || {
+        SearchError::protocol(
+            BACKEND,
+            format!(
+                "sort value {value} for {} field '{}'",
+                field.kind, field.name
+            ),
+        )
+    };
+    if value.is_null() {
+        return Ok(CursorValue::Null);
+    }
+    if let Some(n) = value.as_i64() {
+        if field.nullable() && missing_sort_value(field.kind, direction) == Some(n) {
+            return Ok(CursorValue::Null);
+        }
+    }
+    match field.kind {
+        FieldKind::Integer | FieldKind::BigInt => {
+            value.as_i64().map(CursorValue::Int).ok_or_else(bad)
+        }
+        FieldKind::Keyword | FieldKind::Text => value
+            .as_str()
+            .map(|s| CursorValue::Str(s.to_owned()))
+            .ok_or_else(bad),
+        FieldKind::Uuid => value
+            .as_str()
+            .and_then(|s| uuid::Uuid::parse_str(s).ok())
+            .map(CursorValue::Uuid)
+            .ok_or_else(bad),
+        FieldKind::Timestamp => value
+            .as_i64()
+            .and_then(from_epoch_millis)
+            .map(CursorValue::Timestamp)
+            .ok_or_else(bad),
+        FieldKind::KeywordList | FieldKind::Json => Err(bad()),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Bulk bodies
+// ---------------------------------------------------------------------------
+
+/// One document's two bulk lines, and its id.
+#[derive(Debug)]
+struct BulkItem {
+    id: String,
+    lines: Vec<u8>,
+}
+
+fn bulk_item(doc: &Document) -> Result<BulkItem, SearchError> {
+    let raw = doc.get("uuid").and_then(Value::as_str).ok_or_else(|| {
+        SearchError::InvalidDocument("a document has no 'uuid' string".to_owned())
+    })?;
+    let id = uuid::Uuid::parse_str(raw)
+        .map_err(|_| SearchError::InvalidDocument(format!("'uuid' {raw:?} is not a uuid")))?
+        .hyphenated()
+        .to_string();
+    let mut lines = serde_json::to_vec(&json!({ "index": { "_id": id } }))
+        .map_err(|e| SearchError::InvalidDocument(e.to_string()))?;
+    lines.push(b'\n');
+    let written = if raw == id {
+        serde_json::to_writer(&mut lines, doc)
+    } else {
+        let mut canonical = doc.clone();
+        canonical.insert("uuid".to_owned(), Value::String(id.clone()));
+        serde_json::to_writer(&mut lines, &canonical)
+    };
+    written.map_err(|e| SearchError::InvalidDocument(e.to_string()))?;
+    lines.push(b'\n');
+    Ok(BulkItem { id, lines })
+}
+
+/// Splits `items` into runs whose bodies stay within `max_bytes`; an item
+/// larger than that on its own goes alone.
+fn chunks_within<T>(items: &[T], size: impl Fn(&T) -> usize, max_bytes: usize) -> Vec<&[T]> {
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, item) in items.iter().enumerate() {
+        let len = size(item);
+        if i > start && bytes + len > max_bytes {
+            chunks.push(&items[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += len;
+    }
+    if start < items.len() {
+        chunks.push(&items[start..]);
+    }
+    chunks
+}
+
+/// An error object of OpenSearch as one line: `type: reason (caused by …)`.
+fn describe_error(error: &Value) -> String {
+    match error {
+        Value::String(s) => s.clone(),
+        Value::Object(o) => {
+            let kind = o.get("type").and_then(Value::as_str).unwrap_or("error");
+            let reason = o.get("reason").and_then(Value::as_str).unwrap_or("");
+            let mut text = format!("{kind}: {reason}");
+            if let Some(cause) = o.get("caused_by") {
+                text.push_str(&format!(" (caused by {})", describe_error(cause)));
+            }
+            text
+        }
+        other => other.to_string(),
+    }
+}
+
+/// What one bulk response says: the positions of the items rejected with
+/// 429, or the first other failure.
+fn read_bulk_response(body: &Value, sent: &[&BulkItem]) -> Result<Vec<usize>, SearchError> {
+    if body.get("errors").and_then(Value::as_bool) == Some(false) {
+        return Ok(Vec::new());
+    }
+    let items = body
+        .get("items")
+        .and_then(Value::as_array)
+        .ok_or_else(|| SearchError::protocol(BACKEND, "bulk response without 'items'"))?;
+    if items.len() != sent.len() {
+        return Err(SearchError::protocol(
+            BACKEND,
+            format!(
+                "bulk response has {} items for {} sent",
+                items.len(),
+                sent.len()
+            ),
+        ));
+    }
+    let mut rejected = Vec::new();
+    for (position, (item, doc)) in items.iter().zip(sent).enumerate() {
+        let result = item
+            .as_object()
+            .and_then(|o| o.values().next())
+            .ok_or_else(|| SearchError::protocol(BACKEND, format!("bulk item {item}")))?;
+        let status = result.get("status").and_then(Value::as_u64).unwrap_or(0);
+        let Some(error) = result.get("error") else {
+            if (200..300).contains(&status) {
+                continue;
+            }
+            return Err(SearchError::DocumentRejected {
+                id: doc.id.clone(),
+                status: u16::try_from(status).unwrap_or(0),
+                reason: format!("status {status} without an error"),
+            });
+        };
+        if status == 429 {
+            rejected.push(position);
+            continue;
+        }
+        return Err(SearchError::DocumentRejected {
+            id: doc.id.clone(),
+            status: u16::try_from(status).unwrap_or(0),
+            reason: describe_error(error),
+        });
+    }
+    Ok(rejected)
+}
+
+/// The pause before bulk attempt `attempt + 1`: exponential from 100 ms,
+/// capped at 5 s, with "equal jitter" (a random point in its upper half) so
+/// that writers rejected together do not return together.
+fn backoff(attempt: u32) -> Duration {
+    let exponential = BACKOFF_BASE.saturating_mul(1_u32 << attempt.min(16).saturating_sub(1));
+    let ceiling = exponential.min(BACKOFF_MAX);
+    let half = ceiling / 2;
+    let jitter = u32::try_from(next_random() % 1024).unwrap_or(0);
+    half + half.mul_f64(f64::from(jitter) / 1024.0)
+}
+
+/// A xorshift generator for jitter; quality does not matter, spread does.
+fn next_random() -> u64 {
+    static STATE: AtomicU64 = AtomicU64::new(0);
+    let mut x = STATE.load(Ordering::Relaxed);
+    if x == 0 {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        x = u64::from(nanos) | 1;
+    }
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    STATE.store(x, Ordering::Relaxed);
+    x
+}
+
+// ---------------------------------------------------------------------------
+// The backend
+// ---------------------------------------------------------------------------
+
+/// VQL over OpenSearch: one index per service.
+#[derive(Debug, Clone)]
+pub struct OpenSearchBackend {
+    client: OpenSearch,
+    prefix: String,
+    bulk_max_bytes: usize,
+}
+
+impl OpenSearchBackend {
+    /// A client for the node at `url` (e.g. `http://127.0.0.1:9200`), using
+    /// the default index prefix. Connects lazily; see [`SearchBackend::ping`].
+    pub fn new(url: &str) -> Result<Self, SearchError> {
+        let url = Url::parse(url)
+            .map_err(|e| SearchError::Config(format!("OpenSearch URL '{url}': {e}")))?;
+        let transport = TransportBuilder::new(SingleNodeConnectionPool::new(url))
+            .disable_proxy()
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .map_err(|e| SearchError::Config(format!("OpenSearch client: {e}")))?;
+        Ok(Self {
+            client: OpenSearch::new(transport),
+            prefix: DEFAULT_INDEX_PREFIX.to_owned(),
+            bulk_max_bytes: DEFAULT_BULK_MAX_BYTES,
+        })
+    }
+
+    /// Uses indices `{prefix}_contacts` and `{prefix}_companies` (tests
+    /// isolate themselves with a random prefix). OpenSearch wants index names
+    /// in lower case.
+    pub fn with_index_prefix(mut self, prefix: &str) -> Self {
+        prefix.clone_into(&mut self.prefix);
+        self
+    }
+
+    /// Caps each bulk request body at `bytes` (default
+    /// [`DEFAULT_BULK_MAX_BYTES`]); a single larger document is sent alone.
+    pub fn with_bulk_max_bytes(mut self, bytes: usize) -> Self {
+        self.bulk_max_bytes = bytes.max(1);
+        self
+    }
+
+    /// The index that holds `service`'s documents.
+    pub fn index_name(&self, service: Service) -> String {
+        format!("{}_{}", self.prefix, index_suffix(service))
+    }
+
+    /// Deletes both indices, if they exist.
+    pub async fn delete_indices(&self) -> Result<(), SearchError> {
+        let names: Vec<String> = Service::ALL.iter().map(|s| self.index_name(*s)).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let response = self
+            .client
+            .indices()
+            .delete(IndicesDeleteParts::Index(&names))
+            .ignore_unavailable(true)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        read_json(response).await.map(drop)
+    }
+
+    async fn ensure_index(&self, service: Service) -> Result<(), SearchError> {
+        let name = self.index_name(service);
+        let response = self
+            .client
+            .indices()
+            .exists(IndicesExistsParts::Index(&[&name]))
+            .send()
+            .await
+            .map_err(unreachable)?;
+        match response.status_code().as_u16() {
+            200 => return Ok(()),
+            404 => {}
+            _ => {
+                read_json(response).await?;
+            }
+        }
+        let response = self
+            .client
+            .indices()
+            .create(IndicesCreateParts::Index(&name))
+            .body(index_definition(service))
+            .send()
+            .await
+            .map_err(unreachable)?;
+        match read_json(response).await {
+            Ok(_) => Ok(()),
+            // Another process created it between our check and our create.
+            Err(SearchError::Rejected { reason, .. })
+                if reason.starts_with("resource_already_exists_exception") =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn bulk_index(&self, service: Service, docs: &[Document]) -> Result<(), SearchError> {
+        let items = docs.iter().map(bulk_item).collect::<Result<Vec<_>, _>>()?;
+        let index = self.index_name(service);
+        for chunk in chunks_within(&items, |i| i.lines.len(), self.bulk_max_bytes) {
+            let mut pending: Vec<&BulkItem> = chunk.iter().collect();
+            let mut attempt = 1;
+            loop {
+                let rejected = self.send_bulk(&index, &pending).await?;
+                if rejected.is_empty() {
+                    break;
+                }
+                if attempt >= BULK_MAX_ATTEMPTS {
+                    return Err(SearchError::unavailable(
+                        BACKEND,
+                        format!(
+                            "{} document(s) still rejected with 429 (too many requests) after {attempt} attempts, first '{}'",
+                            rejected.len(),
+                            rejected.first().and_then(|&p| pending.get(p)).map_or("", |i| i.id.as_str())
+                        ),
+                    ));
+                }
+                tracing::debug!(
+                    index,
+                    rejected = rejected.len(),
+                    attempt,
+                    "bulk items rejected with 429, backing off"
+                );
+                pending = rejected
+                    .iter()
+                    .filter_map(|&p| pending.get(p).copied())
+                    .collect();
+                tokio::time::sleep(backoff(attempt)).await;
+                attempt += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends one bulk request; returns the positions in `items` that came
+    /// back 429 (all of them when the whole request did).
+    async fn send_bulk(&self, index: &str, items: &[&BulkItem]) -> Result<Vec<usize>, SearchError> {
+        let mut body = Vec::with_capacity(items.iter().map(|i| i.lines.len()).sum());
+        for item in items {
+            body.extend_from_slice(&item.lines);
+        }
+        let response = self
+            .client
+            .bulk(BulkParts::Index(index))
+            .body(vec![body])
+            .send()
+            .await
+            .map_err(unreachable)?;
+        if response.status_code().as_u16() == 429 {
+            return Ok((0..items.len()).collect());
+        }
+        let body = read_json(response).await?;
+        read_bulk_response(&body, items)
+    }
+
+    async fn run_search(&self, service: Service, query: &ValidQuery) -> Result<Page, SearchError> {
+        self.run_search_in(service, query, None)
+            .await
+            .map(|(page, _)| page)
+    }
+
+    /// One page, from the index or, with `pit`, from that point in time.
+    /// Returns the page and the point in time's (possibly renewed) id.
+    async fn run_search_in(
+        &self,
+        service: Service,
+        query: &ValidQuery,
+        pit: Option<&str>,
+    ) -> Result<(Page, Option<String>), SearchError> {
+        check_cursor(query)?;
+        let mut body = to_opensearch_query(service, query);
+        let index = self.index_name(service);
+        let indices = [index.as_str()];
+        let parts = match pit {
+            Some(id) => {
+                body["pit"] = json!({ "id": id, "keep_alive": PIT_KEEP_ALIVE });
+                SearchParts::None
+            }
+            None => SearchParts::Index(&indices),
+        };
+        let response = self
+            .client
+            .search(parts)
+            .body(body)
+            .send()
+            .await
+            .map_err(unreachable)?;
+        let body = read_json(response).await?;
+        let pit_id = body.get("pit_id").and_then(Value::as_str).map(String::from);
+        let hits = body
+            .pointer("/hits/hits")
+            .and_then(Value::as_array)
+            .ok_or_else(|| SearchError::protocol(BACKEND, "search response without hits.hits"))?;
+        let empty = Map::new();
+        let data: Vec<Document> = hits
+            .iter()
+            .map(|hit| {
+                let source = hit
+                    .get("_source")
+                    .and_then(Value::as_object)
+                    .unwrap_or(&empty);
+                project(&query.select_columns, source)
+            })
+            .collect();
+        let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
+        let next_search_after = match hits.last() {
+            Some(last) if hits.len() >= limit => {
+                let sort = last
+                    .get("sort")
+                    .and_then(Value::as_array)
+                    .filter(|s| s.len() == query.order_by.len())
+                    .ok_or_else(|| {
+                        SearchError::protocol(BACKEND, "hit without matching 'sort' values")
+                    })?;
+                let cursor = sort
+                    .iter()
+                    .zip(&query.order_by)
+                    .map(|(value, (field, direction))| cursor_value(field, *direction, value))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Some(cursor_json(&cursor))
+            }
+            _ => None,
+        };
+        Ok((
+            Page {
+                data,
+                next_search_after,
+            },
+            pit_id,
+        ))
+    }
+
+    /// Opens a point in time on `service`'s index.
+    async fn open_pit(&self, service: Service) -> Result<String, SearchError> {
+        let path = format!(
+            "/{}/_search/point_in_time?keep_alive={PIT_KEEP_ALIVE}",
+            self.index_name(service)
+        );
+        let response = self
+            .client
+            .send::<(), ()>(Method::Post, &path, HeaderMap::new(), None, None, None)
+            .await
+            .map_err(unreachable)?;
+        let body = read_json(response).await?;
+        body.get("pit_id")
+            .and_then(Value::as_str)
+            .map(String::from)
+            .ok_or_else(|| SearchError::protocol(BACKEND, "point-in-time response without pit_id"))
+    }
+
+    /// Closes a point in time; failures only cost the node memory until the
+    /// keep-alive runs out, so they are logged, not returned.
+    async fn close_pit(&self, id: &str) {
+        let body = opensearch::http::request::JsonBody::new(json!({ "pit_id": [id] }));
+        let sent = self
+            .client
+            .send::<_, ()>(
+                Method::Delete,
+                "/_search/point_in_time",
+                HeaderMap::new(),
+                None,
+                Some(body),
+                None,
+            )
+            .await;
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, "closing an OpenSearch point in time failed");
+        }
+    }
+
+    /// Every match, page by page, from one point in time.
+    fn scroll_pages(
+        &self,
+        service: Service,
+        query: ValidQuery,
+    ) -> BoxStream<'static, Result<Page, SearchError>> {
+        struct State {
+            backend: OpenSearchBackend,
+            query: Option<ValidQuery>,
+            pit: Option<String>,
+        }
+        let state = State {
+            backend: self.clone(),
+            query: Some(query),
+            pit: None,
+        };
+        futures::stream::unfold(state, move |mut st| async move {
+            let query = st.query.take()?;
+            let step = async {
+                if st.pit.is_none() {
+                    st.pit = Some(st.backend.open_pit(service).await?);
+                }
+                let (page, renewed) = st
+                    .backend
+                    .run_search_in(service, &query, st.pit.as_deref())
+                    .await?;
+                if renewed.is_some() {
+                    st.pit = renewed;
+                }
+                match &page.next_search_after {
+                    Some(next) => {
+                        st.query = Some(
+                            query
+                                .after(next)
+                                .map_err(|e| SearchError::InvalidQuery(e.to_string()))?,
+                        )
+                    }
+                    None => {
+                        if let Some(id) = st.pit.take() {
+                            st.backend.close_pit(&id).await;
+                        }
+                    }
+                }
+                Ok(page)
+            }
+            .await;
+            if step.is_err() {
+                if let Some(id) = st.pit.take() {
+                    st.backend.close_pit(&id).await;
+                }
+            }
+            Some((step, st))
+        })
+        .boxed()
+    }
+
+    async fn refresh_index(&self, service: Service) -> Result<(), SearchError> {
+        let name = self.index_name(service);
+        let response = self
+            .client
+            .indices()
+            .refresh(IndicesRefreshParts::Index(&[&name]))
+            .send()
+            .await
+            .map_err(unreachable)?;
+        read_json(response).await.map(drop)
+    }
+
+    async fn ping_node(&self) -> Result<(), SearchError> {
+        let response = self.client.ping().send().await.map_err(unreachable)?;
+        let status = response.status_code();
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(SearchError::unavailable(
+                BACKEND,
+                format!("ping answered {status}"),
+            ))
+        }
+    }
+}
+
+fn unreachable(error: opensearch::Error) -> SearchError {
+    SearchError::unavailable(BACKEND, error)
+}
+
+/// The JSON body of a successful response; a 429 or 5xx is
+/// [`SearchError::Unavailable`], another failure [`SearchError::Rejected`].
+async fn read_json(response: Response) -> Result<Value, SearchError> {
+    let status = response.status_code();
+    let text = response.text().await.map_err(unreachable)?;
+    let body: Option<Value> = serde_json::from_str(&text).ok();
+    if status.is_success() {
+        return body.ok_or_else(|| {
+            SearchError::protocol(BACKEND, format!("a {status} response that is not JSON"))
+        });
+    }
+    let reason = body
+        .as_ref()
+        .and_then(|b| b.get("error"))
+        .map(describe_error)
+        .unwrap_or_else(|| text.chars().take(500).collect());
+    let code = status.as_u16();
+    if code == 429 || status.is_server_error() {
+        Err(SearchError::unavailable(
+            BACKEND,
+            format!("status {code}: {reason}"),
+        ))
+    } else {
+        Err(SearchError::Rejected {
+            backend: BACKEND,
+            status: code,
+            reason,
+        })
+    }
+}
+
+impl SearchBackend for OpenSearchBackend {
+    fn name(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn ensure_indices(&self) -> BoxFuture<'_, Result<(), SearchError>> {
+        Box::pin(async move {
+            for service in Service::ALL {
+                self.ensure_index(service).await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn index<'a>(
+        &'a self,
+        service: Service,
+        docs: &'a [Document],
+    ) -> BoxFuture<'a, Result<(), SearchError>> {
+        Box::pin(self.bulk_index(service, docs))
+    }
+
+    fn refresh(&self, service: Service) -> BoxFuture<'_, Result<(), SearchError>> {
+        Box::pin(self.refresh_index(service))
+    }
+
+    fn search<'a>(
+        &'a self,
+        service: Service,
+        query: &'a ValidQuery,
+    ) -> BoxFuture<'a, Result<Page, SearchError>> {
+        Box::pin(self.run_search(service, query))
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), SearchError>> {
+        Box::pin(self.ping_node())
+    }
+
+    fn scroll(
+        &self,
+        service: Service,
+        query: ValidQuery,
+    ) -> BoxStream<'static, Result<Page, SearchError>> {
+        self.scroll_pages(service, query)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use connectra_domain::vql::{parse_vql, Purpose};
+
+    fn valid(service: Service, query: Value) -> ValidQuery {
+        parse_vql(&query)
+            .unwrap()
+            .validate(service, Purpose::Search)
+            .unwrap()
+    }
+
+    #[test]
+    fn no_where_is_match_all_sorted_by_uuid() {
+        let q = valid(
+            Service::Contact,
+            json!({ "select_columns": ["uuid", "email"], "limit": 10 }),
+        );
+        assert_eq!(
+            to_opensearch_query(Service::Contact, &q),
+            json!({
+                "query": { "match_all": {} },
+                "sort": [{ "uuid": { "order": "asc", "missing": "_last" } }],
+                "size": 10,
+                "_source": { "includes": ["uuid", "email"] },
+                "track_total_hits": false
+            })
+        );
+    }
+
+    #[test]
+    fn filters_compile_to_terms_match_and_range() {
+        let q = valid(
+            Service::Company,
+            json!({
+                "where": {
+                    "keyword_match": {
+                        "must": { "country": ["USA", "Über"], "name": ["ACME Inc"], "industries": ["Software"] },
+                        "must_not": { "state": ["CA"] }
+                    },
+                    "text_match": { "must": { "name": "acme labs" }, "must_not": { "name": "old" } },
+                    "range_query": {
+                        "must": {
+                            "employees_count": { "gte": 50, "lt": 1000 },
+                            "created_at": { "gt": "2024-01-31T10:30:00.123456+01:00" }
+                        },
+                        "must_not": { "annual_revenue": { "lte": 9000000000_i64 } }
+                    }
+                },
+                "select_columns": ["uuid"]
+            }),
+        );
+        let body = to_opensearch_query(Service::Company, &q);
+        assert_eq!(
+            body["query"],
+            json!({ "bool": {
+                "filter": [
+                    { "terms": { "country": ["usa", "über"] } },
+                    { "terms": { "industries": ["software"] } },
+                    { "terms": { "name.keyword": ["acme inc"] } },
+                    { "match": { "name": { "query": "acme labs", "operator": "and" } } },
+                    { "range": { "created_at": { "gt": "2024-01-31T09:30:00.123456000Z" } } },
+                    { "range": { "employees_count": { "gte": 50, "lt": 1000 } } }
+                ],
+                "must_not": [
+                    { "terms": { "state": ["ca"] } },
+                    { "match": { "name": { "query": "old", "operator": "and" } } },
+                    { "range": { "annual_revenue": { "lte": 9000000000_i64 } } }
+                ]
+            }})
+        );
+    }
+
+    #[test]
+    fn uuid_keyword_match_uses_the_plain_keyword_field() {
+        let q = valid(
+            Service::Contact,
+            json!({ "where": { "keyword_match": { "must": { "company_id": ["0B7E4A54-3F0C-4D51-A2B1-5C9D7E1F2A3B"] } } } }),
+        );
+        assert_eq!(
+            to_opensearch_query(Service::Contact, &q)["query"],
+            json!({ "bool": { "filter": [
+                { "terms": { "company_id": ["0b7e4a54-3f0c-4d51-a2b1-5c9d7e1f2a3b"] } }
+            ] } })
+        );
+    }
+
+    #[test]
+    fn sort_and_search_after_use_exact_fields_and_sentinels() {
+        let q = valid(
+            Service::Company,
+            json!({
+                "order_by": [
+                    { "order_by": "name", "order_direction": "desc" },
+                    { "order_by": "employees_count" },
+                    { "order_by": "annual_revenue", "order_direction": "desc" },
+                    { "order_by": "created_at" }
+                ],
+                "search_after": ["ACME", null, null, "2024-01-01T00:00:00.123999Z", "0b7e4a54-3f0c-4d51-a2b1-5c9d7e1f2a3b"],
+                "limit": 25
+            }),
+        );
+        let body = to_opensearch_query(Service::Company, &q);
+        assert_eq!(
+            body["sort"],
+            json!([
+                { "name.keyword": { "order": "desc", "missing": "_last" } },
+                { "employees_count": { "order": "asc", "missing": "_last" } },
+                { "annual_revenue": { "order": "desc", "missing": "_last" } },
+                { "created_at": { "order": "asc", "missing": "_last" } },
+                { "uuid": { "order": "asc", "missing": "_last" } }
+            ])
+        );
+        assert_eq!(
+            body["search_after"],
+            json!([
+                "acme",
+                i32::MAX,
+                i64::MIN,
+                1_704_067_200_123_i64,
+                "0b7e4a54-3f0c-4d51-a2b1-5c9d7e1f2a3b"
+            ])
+        );
+        assert_eq!(body["size"], json!(25));
+        assert_eq!(
+            body["_source"]["includes"].as_array().map(Vec::len),
+            Some(20)
+        );
+    }
+
+    #[test]
+    fn sort_values_read_back_into_cursors_that_validate() {
+        let q = valid(
+            Service::Company,
+            json!({ "order_by": [
+                { "order_by": "city" },
+                { "order_by": "employees_count", "order_direction": "desc" },
+                { "order_by": "total_funding" },
+                { "order_by": "updated_at", "order_direction": "desc" }
+            ] }),
+        );
+        let sort = [
+            json!(null),
+            json!(i32::MIN),
+            json!(i64::MAX),
+            json!(1_704_067_200_120_i64),
+            json!("0b7e4a54-3f0c-4d51-a2b1-5c9d7e1f2a3b"),
+        ];
+        let cursor: Vec<CursorValue> = sort
+            .iter()
+            .zip(&q.order_by)
+            .map(|(v, (f, d))| cursor_value(f, *d, v).unwrap())
+            .collect();
+        let json = cursor_json(&cursor);
+        assert_eq!(
+            json,
+            vec![
+                json!(null),
+                json!(null),
+                json!(null),
+                json!("2024-01-01T00:00:00.12Z"),
+                json!("0b7e4a54-3f0c-4d51-a2b1-5c9d7e1f2a3b")
+            ]
+        );
+        let mut again = parse_vql(&json!({ "order_by": [
+            { "order_by": "city" },
+            { "order_by": "employees_count", "order_direction": "desc" },
+            { "order_by": "total_funding" },
+            { "order_by": "updated_at", "order_direction": "desc" }
+        ] }))
+        .unwrap();
+        again.search_after = Some(json);
+        let again = again.validate(Service::Company, Purpose::Search).unwrap();
+        assert_eq!(again.search_after, Some(cursor));
+        // Sent back, the nulls become the sentinels again.
+        let body = to_opensearch_query(Service::Company, &again);
+        assert_eq!(body["search_after"], json!(sort));
+    }
+
+    #[test]
+    fn mapping_follows_the_catalogue() {
+        let def = index_definition(Service::Contact);
+        assert_eq!(def["settings"]["number_of_replicas"], json!(0));
+        assert_eq!(def["mappings"]["dynamic"], json!("strict"));
+        let props = &def["mappings"]["properties"];
+        assert_eq!(
+            props["email"],
+            json!({ "type": "keyword", "normalizer": NORMALIZER })
+        );
+        assert_eq!(
+            props["departments"],
+            json!({ "type": "keyword", "normalizer": NORMALIZER })
+        );
+        assert_eq!(props["title"]["type"], json!("text"));
+        assert_eq!(
+            props["title"]["fields"]["keyword"]["normalizer"],
+            json!(NORMALIZER)
+        );
+        assert_eq!(props["company_id"], json!({ "type": "keyword" }));
+        assert_eq!(props["id"], json!({ "type": "long" }));
+        assert_eq!(props["created_at"]["type"], json!("date"));
+        assert_eq!(
+            props["extra"],
+            json!({ "type": "object", "enabled": false })
+        );
+        let company = index_definition(Service::Company);
+        assert_eq!(
+            company["mappings"]["properties"]["employees_count"],
+            json!({ "type": "integer" })
+        );
+        assert_eq!(
+            company["mappings"]["properties"].as_object().map(Map::len),
+            Some(catalogue::fields(Service::Company).len())
+        );
+    }
+
+    #[test]
+    fn bulk_items_use_the_canonical_uuid_as_id() {
+        let doc = json!({ "uuid": "0B7E4A54-3F0C-4D51-A2B1-5C9D7E1F2A3B", "name": "Acme" });
+        let item = bulk_item(doc.as_object().unwrap()).unwrap();
+        assert_eq!(item.id, "0b7e4a54-3f0c-4d51-a2b1-5c9d7e1f2a3b");
+        let text = String::from_utf8(item.lines).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(
+            serde_json::from_str::<Value>(lines[0]).unwrap(),
+            json!({ "index": { "_id": "0b7e4a54-3f0c-4d51-a2b1-5c9d7e1f2a3b" } })
+        );
+        assert_eq!(
+            serde_json::from_str::<Value>(lines[1]).unwrap(),
+            json!({ "uuid": "0b7e4a54-3f0c-4d51-a2b1-5c9d7e1f2a3b", "name": "Acme" })
+        );
+        for bad in [
+            json!({ "name": "x" }),
+            json!({ "uuid": 5 }),
+            json!({ "uuid": "nope" }),
+        ] {
+            assert!(matches!(
+                bulk_item(bad.as_object().unwrap()),
+                Err(SearchError::InvalidDocument(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn chunks_stay_within_the_byte_cap() {
+        let sizes = [4, 4, 4, 9, 1, 1, 12, 3];
+        let chunks = chunks_within(&sizes, |s| *s, 10);
+        let got: Vec<Vec<usize>> = chunks.iter().map(|c| c.to_vec()).collect();
+        assert_eq!(
+            got,
+            vec![vec![4, 4], vec![4], vec![9, 1], vec![1], vec![12], vec![3]]
+        );
+        assert!(chunks_within(&[] as &[usize], |s| *s, 10).is_empty());
+    }
+
+    #[test]
+    fn bulk_responses_yield_429s_or_the_first_failure() {
+        let items: Vec<BulkItem> = ["a", "b", "c"]
+            .iter()
+            .map(|id| BulkItem {
+                id: (*id).to_owned(),
+                lines: Vec::new(),
+            })
+            .collect();
+        let sent: Vec<&BulkItem> = items.iter().collect();
+        let ok = json!({ "errors": false, "items": [] });
+        assert_eq!(read_bulk_response(&ok, &sent).unwrap(), Vec::<usize>::new());
+        let busy = json!({ "errors": true, "items": [
+            { "index": { "_id": "a", "status": 201 } },
+            { "index": { "_id": "b", "status": 429, "error": { "type": "es_rejected_execution_exception", "reason": "queue full" } } },
+            { "index": { "_id": "c", "status": 429, "error": { "type": "es_rejected_execution_exception", "reason": "queue full" } } }
+        ]});
+        assert_eq!(read_bulk_response(&busy, &sent).unwrap(), vec![1, 2]);
+        let bad = json!({ "errors": true, "items": [
+            { "index": { "_id": "a", "status": 429, "error": { "type": "x", "reason": "busy" } } },
+            { "index": { "_id": "b", "status": 400, "error": {
+                "type": "mapper_parsing_exception",
+                "reason": "failed to parse field [employees_count] of type [integer]",
+                "caused_by": { "type": "number_format_exception", "reason": "For input string: \"many\"" }
+            } } },
+            { "index": { "_id": "c", "status": 400, "error": { "type": "y", "reason": "other" } } }
+        ]});
+        let err = read_bulk_response(&bad, &sent).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "document 'b' was rejected (status 400): mapper_parsing_exception: failed to parse field [employees_count] of type [integer] (caused by number_format_exception: For input string: \"many\")"
+        );
+    }
+
+    #[test]
+    fn backoff_grows_exponentially_with_jitter_and_a_cap() {
+        for attempt in 1..=12 {
+            let ceiling = (BACKOFF_BASE * 2_u32.pow(attempt.min(16) - 1)).min(BACKOFF_MAX);
+            let pause = backoff(attempt);
+            assert!(
+                pause >= ceiling / 2 && pause <= ceiling,
+                "{attempt}: {pause:?}"
+            );
+        }
+    }
+}

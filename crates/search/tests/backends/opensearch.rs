@@ -1,0 +1,175 @@
+//! What only the OpenSearch backend does: indices, bulk writes, errors.
+//! Documents come straight from the seeded dataset; no database needed.
+
+use connectra_domain::Service;
+use connectra_search::{Document, OpenSearchBackend, PostgresBackend, SearchBackend, SearchError};
+use serde_json::{json, Value};
+
+use crate::common::{dataset, opensearch_url, page_all, search, OsIndices, SEED};
+
+fn docs(rows: &[Value]) -> Vec<Document> {
+    rows.iter()
+        .map(|r| r.as_object().unwrap().clone())
+        .collect()
+}
+
+async fn count(backend: &dyn SearchBackend, service: Service) -> usize {
+    page_all(
+        backend,
+        service,
+        &json!({ "select_columns": ["uuid"], "limit": 5000 }),
+    )
+    .await
+    .docs
+    .len()
+}
+
+#[tokio::test]
+async fn indexing_the_same_documents_again_changes_nothing() {
+    let os = OsIndices::new().await;
+    let (companies, _) = dataset(SEED);
+    let mut companies = docs(&companies);
+    os.0.index(Service::Company, &companies).await.unwrap();
+    os.0.refresh(Service::Company).await.unwrap();
+    assert_eq!(count(&os.0, Service::Company).await, companies.len());
+
+    os.0.index(Service::Company, &companies).await.unwrap();
+    os.0.refresh(Service::Company).await.unwrap();
+    assert_eq!(count(&os.0, Service::Company).await, companies.len());
+
+    // An upsert replaces the whole document.
+    companies[5].insert("city".to_owned(), json!("Lisbon"));
+    companies[5].insert("employees_count".to_owned(), Value::Null);
+    os.0.index(Service::Company, &companies[5..6])
+        .await
+        .unwrap();
+    os.0.refresh(Service::Company).await.unwrap();
+    assert_eq!(count(&os.0, Service::Company).await, companies.len());
+    let page = search(
+        &os.0,
+        Service::Company,
+        &json!({
+            "where": { "keyword_match": { "must": { "city": ["LISBON"] } } },
+            "select_columns": ["uuid", "city", "employees_count"]
+        }),
+    )
+    .await;
+    assert_eq!(
+        Value::Array(page.data.into_iter().map(Value::Object).collect()),
+        json!([{ "uuid": companies[5]["uuid"], "city": "Lisbon", "employees_count": null }])
+    );
+}
+
+#[tokio::test]
+async fn a_document_the_mapping_rejects_fails_the_bulk_naming_the_reason() {
+    let os = OsIndices::new().await;
+    let (companies, _) = dataset(SEED);
+    let mut companies = docs(&companies[..10]);
+    companies[6].insert("employees_count".to_owned(), json!("many"));
+    let bad = companies[6]["uuid"].as_str().unwrap().to_owned();
+    let err = os.0.index(Service::Company, &companies).await.unwrap_err();
+    match &err {
+        SearchError::DocumentRejected { id, status, reason } => {
+            assert_eq!(id, &bad);
+            assert_eq!(*status, 400);
+            assert!(
+                reason.contains("mapper_parsing_exception") && reason.contains("employees_count"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected DocumentRejected, got {other:?}"),
+    }
+    assert!(err.to_string().contains(&bad), "{err}");
+    assert!(!err.is_unavailable());
+
+    // The strict mapping refuses unknown fields too.
+    let mut stray = docs(&dataset(SEED).0[..1]);
+    stray[0].insert("colour".to_owned(), json!("red"));
+    let err = os.0.index(Service::Company, &stray).await.unwrap_err();
+    assert!(
+        matches!(&err, SearchError::DocumentRejected { reason, .. } if reason.contains("strict_dynamic_mapping_exception")),
+        "{err:?}"
+    );
+
+    // A document without a uuid never reaches OpenSearch.
+    let mut anonymous = docs(&dataset(SEED).0[..1]);
+    anonymous[0].remove("uuid");
+    assert!(matches!(
+        os.0.index(Service::Company, &anonymous).await,
+        Err(SearchError::InvalidDocument(_))
+    ));
+}
+
+#[tokio::test]
+async fn small_bulk_requests_still_index_everything() {
+    let os = OsIndices::new().await;
+    let backend = os.0.clone().with_bulk_max_bytes(4096);
+    let (_, contacts) = dataset(SEED);
+    let contacts = docs(&contacts);
+    backend.index(Service::Contact, &contacts).await.unwrap();
+    backend.refresh(Service::Contact).await.unwrap();
+    assert_eq!(count(&backend, Service::Contact).await, contacts.len());
+}
+
+#[tokio::test]
+async fn indices_are_created_once_and_deleted_on_request() {
+    let os = OsIndices::new().await;
+    os.0.ensure_indices().await.unwrap();
+    os.0.ping().await.unwrap();
+    assert_eq!(os.0.name(), "opensearch");
+    assert!(os.0.index_name(Service::Contact).ends_with("_contacts"));
+    assert!(os.0.index_name(Service::Company).ends_with("_companies"));
+    os.0.delete_indices().await.unwrap();
+    os.0.delete_indices().await.unwrap();
+    let err =
+        os.0.search(
+            Service::Contact,
+            &crate::common::valid(Service::Contact, &json!({})),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, SearchError::Rejected { status: 404, reason, .. } if reason.contains("index_not_found")),
+        "{err:?}"
+    );
+    os.0.ensure_indices().await.unwrap();
+    assert_eq!(count(&os.0, Service::Contact).await, 0);
+    assert_eq!(
+        OpenSearchBackend::new(&opensearch_url())
+            .unwrap()
+            .index_name(Service::Company),
+        "connectra_companies"
+    );
+}
+
+#[tokio::test]
+async fn unreachable_backends_report_unavailable() {
+    assert!(matches!(
+        OpenSearchBackend::new("not a url"),
+        Err(SearchError::Config(_))
+    ));
+    let os = OpenSearchBackend::new("http://127.0.0.1:1").unwrap();
+    assert!(os.ping().await.unwrap_err().is_unavailable());
+    let query = crate::common::valid(Service::Company, &json!({}));
+    assert!(os
+        .search(Service::Company, &query)
+        .await
+        .unwrap_err()
+        .is_unavailable());
+    assert!(os.ensure_indices().await.unwrap_err().is_unavailable());
+
+    let pool =
+        connectra_persistence::build_pool("postgres://postgres@127.0.0.1:1/none", 1).unwrap();
+    let pg = PostgresBackend::new(pool);
+    assert_eq!(pg.name(), "postgres");
+    assert!(pg.ping().await.unwrap_err().is_unavailable());
+    assert!(pg
+        .search(Service::Company, &query)
+        .await
+        .unwrap_err()
+        .is_unavailable());
+    // The PostgreSQL backend's writes are no-ops and need no connection.
+    pg.ensure_indices().await.unwrap();
+    pg.index(Service::Company, &[]).await.unwrap();
+    pg.refresh(Service::Company).await.unwrap();
+}
