@@ -34,7 +34,13 @@ job-runner:
 retry-runner:
     eval "$(scripts/stack.sh env)" && cargo run --bin retry-runner
 
+# The three binaries as separate processes, driven over HTTP with curl
+e2e:
+    scripts/e2e.sh
+
 # Benchmarks (release build, real stack); figures go to docs/benchmarks.md
 bench:
     scripts/stack.sh up
     eval "$(scripts/stack.sh env)" && cargo run --release --locked -p connectra-jobs --example runner_bench
+    scripts/bench/import.sh
+    scripts/bench/export.sh

@@ -22,6 +22,9 @@ cleanup() {
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
   psql -qX "postgres://postgres@127.0.0.1:${PG_PORT:-5433}/postgres" -c "DROP DATABASE IF EXISTS $E2E_DB WITH (FORCE)" || true
+  if [ -n "${OPENSEARCH_URL:-}" ]; then
+    curl -fsS -X DELETE "$OPENSEARCH_URL/${OPENSEARCH_INDEX_PREFIX}_contacts,${OPENSEARCH_INDEX_PREFIX}_companies?ignore_unavailable=true" >/dev/null || true
+  fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -34,7 +37,7 @@ target/debug/retry-runner 2>"$WORK/retry-runner.log" & PIDS+=($!)
 API="http://127.0.0.1:$PORT"
 H=(-H "X-API-Key: e2e-key")
 J=(-H "Content-Type: application/json")
-fail() { echo "e2e: $*" >&2; tail -20 "$WORK"/*.log >&2; exit 1; }
+fail() { printf "e2e: %b\n" "$*" >&2; tail -n 20 "$WORK"/*.log >&2; exit 1; }
 field() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval('d' + sys.argv[1]))" "$1"; }
 
 wait_job() { # uuid -> final status

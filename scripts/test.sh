@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test of the workspace against the real local stack
-# (PostgreSQL, SeaweedFS S3), installing and starting whatever is missing.
+# (PostgreSQL, SeaweedFS S3, OpenSearch), installing and starting whatever is missing.
+# Then the end-to-end run of the three binaries over HTTP (scripts/e2e.sh).
 # This is the README's test command, and what CI runs.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -11,3 +12,4 @@ eval "$(scripts/stack.sh env)"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+scripts/e2e.sh

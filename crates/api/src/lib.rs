@@ -361,6 +361,21 @@ async fn list_jobs(
     Ok(HttpResponse::Ok().json(json!({ "data": jobs, "success": true })))
 }
 
+/// The job that a path's `{uuid}` names: 400 for a malformed uuid, 404 for
+/// an unknown one.
+pub(crate) async fn find_job(
+    state: &AppState,
+    raw: &str,
+) -> Result<connectra_persistence::Job, ApiError> {
+    let uuid = parse_uuid(raw)?;
+    state
+        .inner
+        .repo
+        .get(uuid)
+        .await?
+        .ok_or_else(|| ApiError::job_not_found(&uuid))
+}
+
 pub(crate) fn parse_uuid(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| {
         ApiError::new(
@@ -374,13 +389,7 @@ async fn get_job(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let uuid = parse_uuid(&path)?;
-    let job = state
-        .inner
-        .repo
-        .get(uuid)
-        .await?
-        .ok_or_else(|| ApiError::job_not_found(&uuid))?;
+    let job = find_job(&state, &path).await?;
     Ok(HttpResponse::Ok().json(json!({ "data": job, "success": true })))
 }
 

@@ -10,7 +10,7 @@ use connectra_domain::{ErrorCode, Service};
 use connectra_search::SearchError;
 use serde_json::json;
 
-use crate::{body, parse_uuid, ApiError, AppState};
+use crate::{body, find_job, ApiError, AppState};
 
 /// How long a presigned download URL stays valid.
 const DOWNLOAD_URL_EXPIRES_SECS: u32 = 3600;
@@ -139,13 +139,8 @@ pub(crate) async fn download_url(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let uuid = parse_uuid(&path)?;
-    let job = state
-        .inner
-        .repo
-        .get(uuid)
-        .await?
-        .ok_or_else(|| ApiError::job_not_found(&uuid))?;
+    let job = find_job(&state, &path).await?;
+    let uuid = job.uuid;
     let conflict = |why: String| ApiError::new(ErrorCode::Conflict, why);
     if job.job_type != EXPORT_CSV_FILE {
         return Err(conflict(format!(

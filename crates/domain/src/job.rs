@@ -225,7 +225,7 @@ pub fn parse_create_request(body: &Value, rules: &CreateRules) -> Result<NewJob,
         Some(other) => {
             return Err(DomainError::new(
                 ErrorCode::InvalidJobType,
-                format!("'job_type' must be a string, got {}", json_type(other)),
+                format!("'job_type' must be a string, got {}", vql::json_kind(other)),
             ))
         }
     };
@@ -245,7 +245,10 @@ pub fn parse_create_request(body: &Value, rules: &CreateRules) -> Result<NewJob,
         Some(other) => {
             return Err(DomainError::new(
                 ErrorCode::InvalidJobData,
-                format!("'job_data' must be a JSON object, got {}", json_type(other)),
+                format!(
+                    "'job_data' must be a JSON object, got {}",
+                    vql::json_kind(other)
+                ),
             ))
         }
     };
@@ -305,7 +308,7 @@ pub fn validate_job_data(
                 Some(other) => {
                     return Err(DomainError::new(
                         ErrorCode::UnknownService,
-                        format!("'job_data.service' must be a string, got {}", json_type(other)),
+                        format!("'job_data.service' must be a string, got {}", vql::json_kind(other)),
                     ))
                 }
             }
@@ -365,17 +368,6 @@ fn non_negative_int(v: Option<&Value>, default: i32) -> Option<i32> {
             .filter(|i| *i >= 0)
             .and_then(|i| i32::try_from(i).ok()),
         Some(_) => None,
-    }
-}
-
-fn json_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

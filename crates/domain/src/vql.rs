@@ -360,7 +360,8 @@ pub fn parse_vql(value: &Value) -> Result<VqlQuery, DomainError> {
     })
 }
 
-fn json_kind(value: &Value) -> &'static str {
+/// "a string", "an array", …: a JSON value's kind, for error messages.
+pub(crate) fn json_kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -279,6 +279,11 @@ async fn an_export_that_loses_s3_midway_fails_and_leaves_no_object() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(failed.status, "failed", "{:?}", failed.job_response);
+    let error = failed.job_response["runtime_errors"][0].as_str().unwrap();
+    assert!(
+        error.contains("uploading the export to s3://"),
+        "the cause is named: {error}"
+    );
     let key = format!("{}/{}.csv", h.prefix, job.uuid);
     assert_eq!(
         h.storage.head(&bucket(), &key).await.unwrap(),

@@ -720,3 +720,47 @@ async fn sigterm_leaves_no_job_queued_or_running_and_the_process_exits_0() {
         12
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_listen_connection_is_reopened_and_new_jobs_still_wake_the_runner_at_once() {
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    let repo = JobRepo::new(pool.clone());
+    let mut registry = Registry::new();
+    registry.register_fn("noop", |_ctx: JobContext| async {
+        Ok(JobResponse::default())
+    });
+    // the ticker is an hour away: only NOTIFY can wake the runner in time
+    let mut cfg = config(&db, Mode::FirstTime);
+    cfg.ticker = Duration::from_secs(3600);
+    let (stop, h) = start(&db, registry, cfg);
+    let listening = "SELECT count(*) AS n FROM pg_stat_activity
+                     WHERE datname = current_database() AND query ILIKE 'LISTEN%'";
+    wait_until(30, "the LISTEN connection", || async {
+        count(&pool, listening).await == 1
+    })
+    .await;
+    let first = repo.create(&job("noop", json!({}), 0, 0)).await.unwrap();
+    wait_until(10, "the first job", || async {
+        get(&repo, &first).await.status == "completed"
+    })
+    .await;
+
+    exec(
+        &pool,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE datname = current_database() AND query ILIKE 'LISTEN%'",
+    )
+    .await;
+    wait_until(30, "a new LISTEN connection", || async {
+        count(&pool, listening).await == 1
+    })
+    .await;
+    let second = repo.create(&job("noop", json!({}), 0, 0)).await.unwrap();
+    wait_until(10, "the second job", || async {
+        get(&repo, &second).await.status == "completed"
+    })
+    .await;
+    stop.cancel();
+    assert_eq!(h.await.unwrap().completed, 2);
+}

@@ -38,7 +38,10 @@ pub struct RecordBatch {
     pub rejections: Vec<Rejection>,
 }
 
-/// A dedicated connection that writes import batches.
+/// A dedicated connection that writes import batches. Several writers may
+/// run at once: rows are upserted and filter values inserted in key order, so
+/// two batches that touch the same records take their locks in the same
+/// order and never deadlock.
 #[derive(Debug)]
 pub struct RecordWriter {
     client: Client,
@@ -102,7 +105,7 @@ fn upsert_sql(service: Service, returning: bool) -> String {
         .collect();
     let t = table(service);
     format!(
-        "INSERT INTO {t} AS t ({}) SELECT {} FROM stage_{t} \
+        "INSERT INTO {t} AS t ({}) SELECT {} FROM stage_{t} ORDER BY uuid \
          ON CONFLICT (uuid) DO UPDATE SET {}, updated_at = now(){}",
         names.join(", "),
         select.join(", "),
@@ -134,7 +137,7 @@ fn filters_sql(service: Service) -> String {
         .collect();
     format!(
         "INSERT INTO filters_data (service, filter_key, value) \
-         SELECT '{}', k, v FROM ({}) x(k, v) WHERE v IS NOT NULL AND v <> '' \
+         SELECT '{}', k, v FROM ({}) x(k, v) WHERE v IS NOT NULL AND v <> '' ORDER BY k, v \
          ON CONFLICT DO NOTHING",
         service.as_str(),
         parts.join(" UNION ")

@@ -22,6 +22,11 @@ use tokio_util::io::StreamReader;
 use super::BuiltinDeps;
 use crate::JobContext;
 
+/// The upload ended before the file did; the upload's own error says why.
+#[derive(Debug, thiserror::Error)]
+#[error("the upload stopped before the export was complete")]
+struct UploadStopped;
+
 /// Characters that make a spreadsheet run a cell as a formula (OWASP).
 const FORMULA_START: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
 
@@ -114,9 +119,16 @@ pub(super) async fn run(ctx: JobContext, deps: Arc<BuiltinDeps>) -> anyhow::Resu
     let uploaded = upload
         .await
         .context("the upload task stopped unexpectedly")?;
-    let rows = produced?;
-    uploaded
-        .map_err(|e| anyhow::anyhow!("uploading the export to s3://{bucket}/{key} failed: {e}"))?;
+    let upload_failed = |e: connectra_storage::StorageError| {
+        anyhow::anyhow!("uploading the export to s3://{bucket}/{key} failed: {e}")
+    };
+    let rows = match (produced, uploaded) {
+        (Ok(rows), Ok(_)) => rows,
+        // S3 went away first: its error is the cause, not the closed channel
+        (Err(e), Err(u)) if e.is::<UploadStopped>() => return Err(upload_failed(u)),
+        (Err(e), _) => return Err(e),
+        (Ok(_), Err(u)) => return Err(upload_failed(u)),
+    };
     Ok(JobResponse {
         messages: Some(format!("exported {rows} rows to s3://{bucket}/{key}")),
         s3_key: Some(key),
@@ -139,7 +151,7 @@ async fn produce(
     let send = |bytes: Bytes| async move {
         tx.send(Ok(bytes))
             .await
-            .map_err(|_| anyhow::anyhow!("the upload stopped"))
+            .map_err(|_| anyhow::Error::from(UploadStopped))
     };
     let mut out = csv::Writer::from_writer(Vec::new());
     out.write_record(columns)?;

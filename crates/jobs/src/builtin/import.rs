@@ -4,16 +4,19 @@
 //!   off the async workers) and hands batches over a channel of two, so the
 //!   next batch is parsed while the previous one is written.
 //! - Each batch is one PostgreSQL transaction (COPY into staging, set-based
-//!   upsert, filter values, rejected lines); its documents are indexed into
-//!   the search backend while the next batch is written.
+//!   upsert, filter values, rejected lines), then its documents are indexed
+//!   into the search backend; a few batches are written at once, each on a
+//!   connection of its own.
 //! - The checkpoint (the next line and byte offset after the last written
-//!   batch) is recorded once both writes of a batch are done, so a retried or
-//!   rescued job resumes after it with a ranged GET, and redoes at most the
-//!   batches in flight (upserts make that harmless).
+//!   batch) advances in file order, once a batch and all before it are
+//!   written and indexed, so a retried or rescued job resumes after it with a
+//!   ranged GET, and redoes at most the batches in flight (upserts make that
+//!   harmless).
 //! - Rejected lines never stop the job: they are kept in `job_rejections`,
 //!   the first 100 go into `runtime_errors`, and all of them into an error
 //!   report CSV on S3.
 
+use std::collections::VecDeque;
 use std::io::Read;
 use std::sync::Arc;
 
@@ -85,7 +88,10 @@ pub(super) async fn run(ctx: JobContext, deps: Arc<BuiltinDeps>) -> anyhow::Resu
         .and_then(|c| serde_json::from_value(c.clone()).ok())
         .unwrap_or_default();
 
-    let mut writer = RecordWriter::connect(&deps.database_url, ctx.job().id).await?;
+    let mut writers = Vec::new();
+    for _ in 0..writer_count() {
+        writers.push(RecordWriter::connect(&deps.database_url, ctx.job().id).await?);
+    }
     let mut done = start;
     if start.next_byte < meta.size {
         // The header always comes from the start of the file.
@@ -110,11 +116,11 @@ pub(super) async fn run(ctx: JobContext, deps: Arc<BuiltinDeps>) -> anyhow::Resu
         let parser = tokio::task::spawn_blocking(move || {
             parse_file(header_stream, data_stream, service, start, batch_size, &tx)
         });
-        let written = write_batches(&ctx, &deps, &mut writer, rx, start, meta.size).await;
+        let written = write_batches(&ctx, &deps, writers, rx, start, meta.size).await;
         let parsed = parser
             .await
             .context("the CSV parser stopped unexpectedly")?;
-        done = written?;
+        (writers, done) = written?;
         if let Err(fatal) = parsed {
             if !ctx.is_cancelled() {
                 return Err(fatal);
@@ -125,6 +131,16 @@ pub(super) async fn run(ctx: JobContext, deps: Arc<BuiltinDeps>) -> anyhow::Resu
         }
     }
 
+    // what the job wrote is searchable once it completes (an export may follow)
+    for service in Service::ALL {
+        deps.search
+            .refresh(service)
+            .await
+            .with_context(|| format!("refreshing the {} {service} index", deps.search.name()))?;
+    }
+    let writer = writers
+        .pop()
+        .ok_or_else(|| anyhow::anyhow!("no database connection left for the report"))?;
     let rejected = writer.rejection_count().await?;
     let mut response = JobResponse::default();
     for r in writer.first_rejections(MAX_RUNTIME_ERRORS as i64).await? {
@@ -152,62 +168,88 @@ pub(super) async fn run(ctx: JobContext, deps: Arc<BuiltinDeps>) -> anyhow::Resu
     Ok(response)
 }
 
-/// Writes batches as the parser sends them, indexing each batch while the
-/// next one is written, and records the checkpoint of every finished batch.
+/// Batches written at the same time, each in its own transaction on its own
+/// connection: while PostgreSQL works on one batch, the next is already on
+/// its way, and on more than one core both run at once.
+fn writer_count() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4))
+}
+
+type InFlight = VecDeque<(JoinHandle<anyhow::Result<RecordWriter>>, Checkpoint)>;
+
+/// Writes batches as the parser sends them: each batch is written to
+/// PostgreSQL and then indexed, up to [`writer_count`] batches at a time.
+/// Checkpoints advance strictly in file order: a batch's checkpoint is
+/// recorded once it and every batch before it are written and indexed.
+/// Returns the writers (for the report) and the last checkpoint.
 async fn write_batches(
     ctx: &JobContext,
     deps: &Arc<BuiltinDeps>,
-    writer: &mut RecordWriter,
+    mut writers: Vec<RecordWriter>,
     mut rx: mpsc::Receiver<anyhow::Result<Parsed>>,
     start: Checkpoint,
     bytes_total: u64,
-) -> anyhow::Result<Checkpoint> {
+) -> anyhow::Result<(Vec<RecordWriter>, Checkpoint)> {
     let want_documents = deps.search.name() != "postgres";
     let mut done = start;
-    let mut pending: Option<(JoinHandle<anyhow::Result<()>>, Checkpoint)> = None;
-    while let Some(parsed) = rx.recv().await {
-        let parsed = match parsed {
-            Ok(p) => p,
-            Err(e) => {
-                finish_pending(ctx, &mut pending, &mut done, bytes_total).await?;
-                return Err(e);
+    let mut dispatched = start;
+    let mut in_flight: InFlight = VecDeque::new();
+    let result: anyhow::Result<()> = async {
+        while let Some(parsed) = rx.recv().await {
+            let parsed = parsed?;
+            let mut writer = match writers.pop() {
+                Some(w) => w,
+                None => finish_oldest(ctx, &mut in_flight, &mut done, bytes_total).await?,
+            };
+            dispatched = Checkpoint {
+                next_line: parsed.after.0,
+                next_byte: parsed.after.1,
+                rows_processed: dispatched.rows_processed + parsed.accepted,
+                rows_rejected: dispatched.rows_rejected + parsed.batch.rejections.len() as i64,
+            };
+            let search = deps.search.clone();
+            let task = tokio::spawn(async move {
+                let docs = writer
+                    .write(parsed.service, &parsed.batch, want_documents)
+                    .await?;
+                index_documents(search.as_ref(), docs).await?;
+                Ok(writer)
+            });
+            in_flight.push_back((task, dispatched));
+            if ctx.is_cancelled() {
+                break;
             }
-        };
-        let docs = writer
-            .write(parsed.service, &parsed.batch, want_documents)
-            .await?;
-        finish_pending(ctx, &mut pending, &mut done, bytes_total).await?;
-        let next = Checkpoint {
-            next_line: parsed.after.0,
-            next_byte: parsed.after.1,
-            rows_processed: done.rows_processed + parsed.accepted,
-            rows_rejected: done.rows_rejected + parsed.batch.rejections.len() as i64,
-        };
-        let search = deps.search.clone();
-        let index = tokio::spawn(async move { index_documents(search.as_ref(), docs).await });
-        pending = Some((index, next));
-        if !want_documents {
-            // nothing to overlap with: checkpoint this batch right away
-            finish_pending(ctx, &mut pending, &mut done, bytes_total).await?;
         }
-        if ctx.is_cancelled() {
-            break;
+        while !in_flight.is_empty() {
+            writers.push(finish_oldest(ctx, &mut in_flight, &mut done, bytes_total).await?);
         }
+        Ok(())
     }
-    finish_pending(ctx, &mut pending, &mut done, bytes_total).await?;
-    Ok(done)
+    .await;
+    if let Err(e) = result {
+        // stop the other batches; their transactions roll back with their connections
+        for (task, _) in in_flight {
+            task.abort();
+        }
+        return Err(e);
+    }
+    Ok((writers, done))
 }
 
-async fn finish_pending(
+/// Waits for the oldest batch in flight, records its checkpoint and progress,
+/// and hands its writer back.
+async fn finish_oldest(
     ctx: &JobContext,
-    pending: &mut Option<(JoinHandle<anyhow::Result<()>>, Checkpoint)>,
+    in_flight: &mut InFlight,
     done: &mut Checkpoint,
     bytes_total: u64,
-) -> anyhow::Result<()> {
-    let Some((index, next)) = pending.take() else {
-        return Ok(());
-    };
-    index.await.context("indexing stopped unexpectedly")??;
+) -> anyhow::Result<RecordWriter> {
+    let (task, next) = in_flight
+        .pop_front()
+        .ok_or_else(|| anyhow::anyhow!("no batch in flight"))?;
+    let writer = task
+        .await
+        .context("a batch writer stopped unexpectedly")??;
     let progress = Progress {
         rows_processed: next.rows_processed,
         rows_rejected: next.rows_rejected,
@@ -217,7 +259,7 @@ async fn finish_pending(
     ctx.record_progress(&progress, Some(&serde_json::to_value(next)?))
         .await?;
     *done = next;
-    Ok(())
+    Ok(writer)
 }
 
 async fn index_documents(

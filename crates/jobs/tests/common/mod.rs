@@ -45,6 +45,7 @@ pub struct Harness {
     pub search: Arc<dyn SearchBackend>,
     pub prefix: String,
     pub escape_formulas: bool,
+    opensearch: Option<OpenSearchBackend>,
     runner: Option<(CancellationToken, JoinHandle<RunReport>)>,
 }
 
@@ -55,13 +56,14 @@ impl Harness {
         let storage = storage();
         storage.ensure_bucket(&bucket()).await.unwrap();
         let prefix = format!("test-import-{}", uuid::Uuid::new_v4().simple());
-        let search: Arc<dyn SearchBackend> = if opensearch {
-            let os = OpenSearchBackend::new(&env("OPENSEARCH_URL", "http://127.0.0.1:9200"))
+        let os = opensearch.then(|| {
+            OpenSearchBackend::new(&env("OPENSEARCH_URL", "http://127.0.0.1:9200"))
                 .unwrap()
-                .with_index_prefix(&prefix);
-            Arc::new(os)
-        } else {
-            Arc::new(PostgresBackend::new(db.pool()))
+                .with_index_prefix(&prefix)
+        });
+        let search: Arc<dyn SearchBackend> = match &os {
+            Some(os) => Arc::new(os.clone()),
+            None => Arc::new(PostgresBackend::new(db.pool())),
         };
         search.ensure_indices().await.unwrap();
         Self {
@@ -71,6 +73,7 @@ impl Harness {
             search,
             prefix,
             escape_formulas: true,
+            opensearch: os,
             runner: None,
         }
     }
@@ -164,6 +167,9 @@ impl Harness {
         if let Some((stop, h)) = self.runner.take() {
             stop.cancel();
             h.await.unwrap();
+        }
+        if let Some(os) = self.opensearch.take() {
+            os.delete_indices().await.unwrap();
         }
     }
 }

@@ -345,8 +345,8 @@ pub enum Which {
 /// A fresh database with the seeded dataset and, if asked for, the same
 /// rows indexed into fresh OpenSearch indices.
 pub struct Fixture {
-    /// Kept for its drop, which drops the database.
-    _db: TestDb,
+    /// The fixture's database (dropped with the fixture).
+    pub db: TestDb,
     pub pg: PostgresBackend,
     pub os: Option<OsIndices>,
     pub companies: Vec<Document>,
@@ -383,7 +383,7 @@ impl Fixture {
         };
         let pg = PostgresBackend::new(db.pool());
         Self {
-            _db: db,
+            db,
             pg,
             os,
             companies,

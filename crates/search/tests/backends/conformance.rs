@@ -43,7 +43,54 @@ conformance!(
     a_full_last_page_is_followed_by_an_empty_one,
     text_match_requires_every_term,
     no_match_is_an_empty_last_page,
+    a_scroll_reads_one_consistent_view,
 );
+
+/// A scroll that started before a write does not see it: a record added
+/// (and, in PostgreSQL, one deleted) between two pages changes nothing.
+async fn a_scroll_reads_one_consistent_view(which: Which) {
+    use futures::StreamExt;
+    let f = Fixture::new(which).await;
+    let query = json!({"select_columns": ["uuid", "email"], "limit": 40});
+    let want = expected(f.rows(Service::Contact), &valid(Service::Contact, &query));
+    let backend = f.backend(which);
+    let mut pages = backend.scroll(Service::Contact, valid(Service::Contact, &query));
+    let mut got = uuids(&pages.next().await.unwrap().unwrap().data);
+    assert_eq!(got.len(), 40);
+
+    // a new record that sorts last, so a non-consistent view would include it
+    let mut added = f.rows(Service::Contact)[0].clone();
+    added.insert("uuid".into(), json!("ffffffff-ffff-4fff-bfff-ffffffffffff"));
+    added.insert("email".into(), json!("late@example.com"));
+    match which {
+        Which::Postgres => {
+            crate::common::insert_rows(&f.db, Service::Contact, &[Value::Object(added)]).await;
+            let mut conn = f.db.pool().get().await.unwrap();
+            diesel_async::RunQueryDsl::execute(
+                diesel::sql_query(format!("DELETE FROM contacts WHERE uuid = '{}'", want[100])),
+                &mut *conn,
+            )
+            .await
+            .unwrap();
+        }
+        Which::OpenSearch => {
+            backend.index(Service::Contact, &[added]).await.unwrap();
+            backend.refresh(Service::Contact).await.unwrap();
+        }
+    }
+    while let Some(page) = pages.next().await {
+        got.extend(uuids(&page.unwrap().data));
+    }
+    assert_eq!(
+        got, want,
+        "{which:?}: the scroll saw a write made after it began"
+    );
+    // while a fresh search does see it
+    let after = page_all(backend, Service::Contact, &query).await;
+    assert!(after
+        .uuids()
+        .contains(&"ffffffff-ffff-4fff-bfff-ffffffffffff".to_string()));
+}
 
 /// Pages through `query` and checks it against the model; returns the docs.
 async fn check(
