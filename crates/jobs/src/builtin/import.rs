@@ -266,11 +266,16 @@ async fn index_documents(
     search: &dyn SearchBackend,
     docs: Vec<(Service, Value)>,
 ) -> anyhow::Result<()> {
-    for service in Service::ALL {
+    // moved, not copied: a batch's documents are the import's largest allocation
+    let (companies, contacts): (Vec<_>, Vec<_>) =
+        docs.into_iter().partition(|(s, _)| *s == Service::Company);
+    for (service, docs) in [(Service::Company, companies), (Service::Contact, contacts)] {
         let batch: Vec<Document> = docs
-            .iter()
-            .filter(|(s, _)| *s == service)
-            .filter_map(|(_, d)| d.as_object().cloned())
+            .into_iter()
+            .filter_map(|(_, d)| match d {
+                Value::Object(m) => Some(m),
+                _ => None,
+            })
             .collect();
         if !batch.is_empty() {
             search.index(service, &batch).await.with_context(|| {

@@ -107,8 +107,9 @@ pub async fn search_from_settings(
 }
 
 impl BuiltinDeps {
-    /// The handlers' dependencies from `Settings`; `None` when `S3_BUCKET` is
-    /// unset: without a bucket the CSV handlers cannot run.
+    /// The handlers' dependencies: S3 and the default bucket (see
+    /// [`storage_from_settings`]), the search backend (see
+    /// [`search_from_settings`]), and the rest from `Settings`.
     pub fn from_settings(
         settings: &connectra_config::Settings,
         storage: Storage,
