@@ -60,7 +60,8 @@ pub enum Cell {
     List(Vec<String>),
     Int(i64),
     Uuid(Uuid),
-    Json(Map<String, Value>),
+    /// Boxed: the rare `extra` object would otherwise make every cell large.
+    Json(Box<Map<String, Value>>),
 }
 
 /// One record to upsert: `cells` follow [`import_columns`]; `None` is an empty
@@ -296,7 +297,7 @@ impl HeaderPlan {
         if !extra.is_empty() {
             match &mut cells[extra_pos] {
                 Some(Cell::Json(m)) => m.extend(extra),
-                slot => *slot = Some(Cell::Json(extra)),
+                slot => *slot = Some(Cell::Json(Box::new(extra))),
             }
         }
         let record = match self.service {
@@ -331,7 +332,7 @@ fn parse_cell(field: &FieldDef, header: &str, text: &str) -> Result<Cell, String
             Uuid::parse_str(t).map_err(|_| format!("column '{header}': '{t}' is not a uuid"))?,
         ),
         FieldKind::Json => match serde_json::from_str::<Value>(text) {
-            Ok(Value::Object(m)) => Cell::Json(m),
+            Ok(Value::Object(m)) => Cell::Json(Box::new(m)),
             _ => return Err(format!("column '{header}' must hold a JSON object")),
         },
         FieldKind::Timestamp => Cell::Text(t.to_string()),

@@ -178,7 +178,7 @@ fn array_literal(items: &[String]) -> String {
 }
 
 /// Encodes rows as COPY text.
-pub fn copy_text(rows: &[&Row], columns: &[&FieldDef]) -> String {
+pub fn copy_text(rows: &[Row], columns: &[&FieldDef]) -> String {
     let mut out = String::with_capacity(rows.len() * 160);
     for row in rows {
         for (i, cell) in row.cells.iter().enumerate().take(columns.len()) {
@@ -196,7 +196,7 @@ pub fn copy_text(rows: &[&Row], columns: &[&FieldDef]) -> String {
                     let _ = write!(out, "{u}");
                 }
                 Some(Cell::Json(m)) => {
-                    push_escaped(&mut out, &Value::Object(m.clone()).to_string())
+                    push_escaped(&mut out, &serde_json::to_string(m).unwrap_or_default())
                 }
             }
         }
@@ -209,24 +209,22 @@ pub fn copy_text(rows: &[&Row], columns: &[&FieldDef]) -> String {
 /// as the upsert: a later non-empty cell overwrites, an empty one keeps the
 /// earlier value, and `extra` objects merge. (One statement may not touch a
 /// row twice: "ON CONFLICT DO UPDATE cannot affect row a second time".)
-fn merge_duplicates(rows: &[Row]) -> Vec<Row> {
+fn merge_duplicates(rows: Vec<Row>) -> Vec<Row> {
     let mut at: HashMap<uuid::Uuid, usize> = HashMap::with_capacity(rows.len());
     let mut out: Vec<Row> = Vec::with_capacity(rows.len());
     for row in rows {
         match at.get(&row.uuid) {
             None => {
                 at.insert(row.uuid, out.len());
-                out.push(row.clone());
+                out.push(row);
             }
             Some(&i) => {
-                for (kept, new) in out[i].cells.iter_mut().zip(&row.cells) {
+                for (kept, new) in out[i].cells.iter_mut().zip(row.cells) {
                     match (kept, new) {
                         (_, None) => {}
                         (_, Some(Cell::List(l))) if l.is_empty() => {}
-                        (Some(Cell::Json(a)), Some(Cell::Json(b))) => {
-                            a.extend(b.iter().map(|(k, v)| (k.clone(), v.clone())))
-                        }
-                        (slot, Some(c)) => *slot = Some(c.clone()),
+                        (Some(Cell::Json(a)), Some(Cell::Json(b))) => a.extend(*b),
+                        (slot, new) => *slot = new,
                     }
                 }
             }
@@ -255,14 +253,14 @@ impl RecordWriter {
     pub async fn write(
         &mut self,
         service: Service,
-        batch: &RecordBatch,
+        batch: RecordBatch,
         want_documents: bool,
     ) -> Result<Vec<(Service, Value)>> {
         let tx = self.client.transaction().await?;
         let mut docs = Vec::new();
         let groups = [
-            (Service::Company, &batch.companies),
-            (service, &batch.records),
+            (Service::Company, batch.companies),
+            (service, batch.records),
         ];
         for (svc, rows) in groups {
             if rows.is_empty() {
@@ -270,15 +268,19 @@ impl RecordWriter {
             }
             let columns = import_columns(svc);
             let rows = merge_duplicates(rows);
-            let rows: Vec<&Row> = rows.iter().collect();
             let sink = tx
                 .copy_in(&format!("COPY stage_{} FROM STDIN", table(svc)))
                 .await?;
             futures::pin_mut!(sink);
             sink.send(Bytes::from(copy_text(&rows, &columns))).await?;
             sink.finish().await?;
+            drop(rows);
             if want_documents {
-                for row in tx.query(&upsert_sql(svc, true), &[]).await? {
+                // streamed: each returned row is turned into a document as it arrives
+                let no_params: [&(dyn tokio_postgres::types::ToSql + Sync); 0] = [];
+                let stored = tx.query_raw(&upsert_sql(svc, true), no_params).await?;
+                futures::pin_mut!(stored);
+                while let Some(row) = futures::TryStreamExt::try_next(&mut stored).await? {
                     docs.push((svc, row.try_get::<_, Value>(0)?));
                 }
             } else {
@@ -376,7 +378,7 @@ mod tests {
             .unwrap_or(0);
         cells[ind] = Some(Cell::List(vec!["Soft \"ware\"".into(), "Sa,aS".into()]));
         let row = Row { uuid: u, cells };
-        let text = copy_text(&[&row], &columns);
+        let text = copy_text(&[row], &columns);
         let fields: Vec<&str> = text.trim_end_matches('\n').split('\t').collect();
         assert_eq!(fields.len(), columns.len());
         assert_eq!(fields[1], "A\\tB\\\\C\\nD");
@@ -399,8 +401,11 @@ mod tests {
             uuid: uuid::Uuid::from_u128(8),
             cells: vec![None; columns.len()],
         };
-        let merged =
-            merge_duplicates(&[Row { uuid: u, cells: a }, other, Row { uuid: u, cells: b }]);
+        let merged = merge_duplicates(vec![
+            Row { uuid: u, cells: a },
+            other,
+            Row { uuid: u, cells: b },
+        ]);
         assert_eq!(merged.len(), 2);
         assert_eq!(
             merged[0].cells[at("name")],

@@ -110,7 +110,8 @@ pub(super) async fn run(ctx: JobContext, deps: Arc<BuiltinDeps>) -> anyhow::Resu
         } else {
             None
         };
-        let (tx, rx) = mpsc::channel(2);
+        // one parsed batch waits while the writers work: enough to keep them busy
+        let (tx, rx) = mpsc::channel(1);
         let batch_size = deps.batch_size.max(1);
         let service = data.service;
         let parser = tokio::task::spawn_blocking(move || {
@@ -210,7 +211,7 @@ async fn write_batches(
             let search = deps.search.clone();
             let task = tokio::spawn(async move {
                 let docs = writer
-                    .write(parsed.service, &parsed.batch, want_documents)
+                    .write(parsed.service, parsed.batch, want_documents)
                     .await?;
                 index_documents(search.as_ref(), docs).await?;
                 Ok(writer)
