@@ -3,6 +3,7 @@
 mod document;
 mod opensearch;
 mod postgres;
+mod scroll;
 
 use std::fmt;
 

@@ -9,7 +9,7 @@ use connectra_domain::catalogue::{self, FieldDef, FieldKind};
 use connectra_domain::vql::{Bound, CursorValue, RangeBounds, SortDirection, ValidQuery};
 use connectra_domain::Service;
 use futures::future::BoxFuture;
-use futures::stream::{BoxStream, StreamExt};
+use futures::stream::BoxStream;
 use opensearch::http::headers::HeaderMap;
 use opensearch::http::response::Response;
 use opensearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
@@ -25,6 +25,7 @@ use crate::document::{
     check_cursor, cursor_json, epoch_millis, fold_case, format_timestamp_full, from_epoch_millis,
     project,
 };
+use crate::scroll::{scroll, View};
 use crate::{Document, Page, SearchBackend, SearchError};
 
 const BACKEND: &str = "opensearch";
@@ -724,62 +725,6 @@ impl OpenSearchBackend {
         }
     }
 
-    /// Every match, page by page, from one point in time.
-    fn scroll_pages(
-        &self,
-        service: Service,
-        query: ValidQuery,
-    ) -> BoxStream<'static, Result<Page, SearchError>> {
-        struct State {
-            backend: OpenSearchBackend,
-            query: Option<ValidQuery>,
-            pit: Option<String>,
-        }
-        let state = State {
-            backend: self.clone(),
-            query: Some(query),
-            pit: None,
-        };
-        futures::stream::unfold(state, move |mut st| async move {
-            let query = st.query.take()?;
-            let step = async {
-                if st.pit.is_none() {
-                    st.pit = Some(st.backend.open_pit(service).await?);
-                }
-                let (page, renewed) = st
-                    .backend
-                    .run_search_in(service, &query, st.pit.as_deref())
-                    .await?;
-                if renewed.is_some() {
-                    st.pit = renewed;
-                }
-                match &page.next_search_after {
-                    Some(next) => {
-                        st.query = Some(
-                            query
-                                .after(next)
-                                .map_err(|e| SearchError::InvalidQuery(e.to_string()))?,
-                        )
-                    }
-                    None => {
-                        if let Some(id) = st.pit.take() {
-                            st.backend.close_pit(&id).await;
-                        }
-                    }
-                }
-                Ok(page)
-            }
-            .await;
-            if step.is_err() {
-                if let Some(id) = st.pit.take() {
-                    st.backend.close_pit(&id).await;
-                }
-            }
-            Some((step, st))
-        })
-        .boxed()
-    }
-
     async fn refresh_index(&self, service: Service) -> Result<(), SearchError> {
         let name = self.index_name(service);
         let response = self
@@ -884,7 +829,49 @@ impl SearchBackend for OpenSearchBackend {
         service: Service,
         query: ValidQuery,
     ) -> BoxStream<'static, Result<Page, SearchError>> {
-        self.scroll_pages(service, query)
+        let backend = self.clone();
+        let open = async move {
+            let pit = backend.open_pit(service).await?;
+            Ok(PointInTime {
+                backend,
+                service,
+                pit,
+            })
+        };
+        scroll(Box::pin(open), query)
+    }
+}
+
+/// An open point in time on one service's index.
+struct PointInTime {
+    backend: OpenSearchBackend,
+    service: Service,
+    pit: String,
+}
+
+impl View for PointInTime {
+    fn page<'a>(&'a mut self, query: &'a ValidQuery) -> BoxFuture<'a, Result<Page, SearchError>> {
+        Box::pin(async move {
+            let (page, renewed) = self
+                .backend
+                .run_search_in(self.service, query, Some(&self.pit))
+                .await?;
+            if let Some(id) = renewed {
+                self.pit = id;
+            }
+            Ok(page)
+        })
+    }
+
+    fn finish(self) -> BoxFuture<'static, Result<(), SearchError>> {
+        Box::pin(async move {
+            self.backend.close_pit(&self.pit).await;
+            Ok(())
+        })
+    }
+
+    fn abandon(self) -> BoxFuture<'static, ()> {
+        Box::pin(async move { self.backend.close_pit(&self.pit).await })
     }
 }
 

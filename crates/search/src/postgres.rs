@@ -13,13 +13,14 @@ use diesel::QueryableByName;
 use diesel_async::pooled_connection::deadpool::Object;
 use diesel_async::{AnsiTransactionManager, AsyncPgConnection, RunQueryDsl, TransactionManager};
 use futures::future::BoxFuture;
-use futures::stream::{BoxStream, StreamExt};
+use futures::stream::BoxStream;
 use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::document::{
     check_cursor, cursor_json, floor_millis, fold_case, from_epoch_millis, project, MILLISECOND,
 };
+use crate::scroll::{scroll, View};
 use crate::{Document, Page, SearchBackend, SearchError};
 
 const BACKEND: &str = "postgres";
@@ -493,64 +494,51 @@ impl PostgresBackend {
             .map_err(|e| SearchError::unavailable(BACKEND, e))?;
         Ok(())
     }
+}
 
-    /// Every match, page by page, in one REPEATABLE READ READ ONLY
-    /// transaction. The transaction is opened through diesel's transaction
-    /// manager, so a stream dropped half way leaves a connection that the
-    /// pool sees as in a transaction and discards rather than reuses.
-    fn scroll_pages(
-        &self,
-        service: Service,
-        query: ValidQuery,
-    ) -> BoxStream<'static, Result<Page, SearchError>> {
-        struct State {
-            pool: PgPool,
-            conn: Option<Object<AsyncPgConnection>>,
-            query: Option<ValidQuery>,
-        }
-        let state = State {
-            pool: self.pool.clone(),
-            conn: None,
-            query: Some(query),
-        };
-        futures::stream::unfold(state, move |mut st| async move {
-            let query = st.query.take()?;
-            let step = async {
-                if st.conn.is_none() {
-                    let mut conn = st.pool.get().await.map_err(|e| SearchError::unavailable(BACKEND, e))?;
-                    AnsiTransactionManager::begin_transaction_sql(
-                        &mut *conn,
-                        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-                    )
-                    .await
-                    .map_err(database_error)?;
-                    st.conn = Some(conn);
-                }
-                let Some(conn) = st.conn.as_mut() else {
-                    return Err(SearchError::protocol(BACKEND, "no connection for the export"));
-                };
-                let page = page_on(conn, service, &query).await?;
-                match &page.next_search_after {
-                    Some(next) => {
-                        st.query = Some(query.after(next).map_err(|e| SearchError::InvalidQuery(e.to_string()))?)
-                    }
-                    None => {
-                        if let Some(mut conn) = st.conn.take() {
-                            <AnsiTransactionManager as TransactionManager<AsyncPgConnection>>::commit_transaction(&mut *conn)
-                                .await
-                                .map_err(database_error)?;
-                        }
-                    }
-                }
-                Ok(page)
-            }
-            .await;
-            if step.is_err() {
-                st.query = None;
-            }
-            Some((step, st))
+/// A REPEATABLE READ READ ONLY transaction on a pooled connection. It is
+/// opened through diesel's transaction manager, so a scroll dropped half way
+/// leaves a connection that the pool sees as in a transaction and discards
+/// rather than reuses.
+struct Snapshot {
+    conn: Object<AsyncPgConnection>,
+    service: Service,
+}
+
+impl Snapshot {
+    async fn open(pool: PgPool, service: Service) -> Result<Self, SearchError> {
+        let mut conn = pool
+            .get()
+            .await
+            .map_err(|e| SearchError::unavailable(BACKEND, e))?;
+        AnsiTransactionManager::begin_transaction_sql(
+            &mut *conn,
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+        )
+        .await
+        .map_err(database_error)?;
+        Ok(Self { conn, service })
+    }
+}
+
+impl View for Snapshot {
+    fn page<'a>(&'a mut self, query: &'a ValidQuery) -> BoxFuture<'a, Result<Page, SearchError>> {
+        Box::pin(page_on(&mut self.conn, self.service, query))
+    }
+
+    fn finish(mut self) -> BoxFuture<'static, Result<(), SearchError>> {
+        Box::pin(async move {
+            <AnsiTransactionManager as TransactionManager<AsyncPgConnection>>::commit_transaction(
+                &mut *self.conn,
+            )
+            .await
+            .map_err(database_error)
         })
-        .boxed()
+    }
+
+    fn abandon(self) -> BoxFuture<'static, ()> {
+        // dropped inside its transaction: the pool discards the connection
+        Box::pin(async move { drop(self) })
     }
 }
 
@@ -632,7 +620,7 @@ impl SearchBackend for PostgresBackend {
         service: Service,
         query: ValidQuery,
     ) -> BoxStream<'static, Result<Page, SearchError>> {
-        self.scroll_pages(service, query)
+        scroll(Box::pin(Snapshot::open(self.pool.clone(), service)), query)
     }
 }
 
