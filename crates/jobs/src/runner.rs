@@ -137,6 +137,10 @@ struct Shared {
     config: RunnerConfig,
     id: Arc<str>,
     running: Mutex<HashMap<i64, Running>>,
+    /// Every job this runner holds (queued or running), by id: the leases it
+    /// renews. A job leaves it once its outcome is written, or could not be,
+    /// so that a job this runner lost track of expires and is rescued.
+    held: Mutex<std::collections::HashSet<i64>>,
     /// Cancelled when the grace period ends: every handler's token is a child.
     stop_handlers: CancellationToken,
     counters: Counters,
@@ -145,6 +149,42 @@ struct Shared {
 impl Shared {
     fn running(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Running>> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<i64>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The job's outcome is written (or given up on): stop renewing its lease.
+    fn let_go(&self, ids: impl IntoIterator<Item = i64>) {
+        let mut held = self.held();
+        for id in ids {
+            held.remove(&id);
+        }
+    }
+}
+
+/// How often a write of an outcome is tried before the job is left to expire
+/// and be rescued (a deadlock or a dropped connection is worth a retry).
+const WRITE_ATTEMPTS: u32 = 3;
+
+/// Runs `write` until it succeeds or [`WRITE_ATTEMPTS`] are used up.
+async fn with_retries<T, F, Fut>(what: &str, mut write: F) -> connectra_persistence::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = connectra_persistence::Result<T>>,
+{
+    let mut attempt = 1;
+    loop {
+        match write().await {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt < WRITE_ATTEMPTS => {
+                tracing::warn!(error = %e, attempt, "{what} failed; trying again");
+                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -179,6 +219,7 @@ impl Runner {
                 config,
                 id: id.into(),
                 running: Mutex::new(HashMap::new()),
+                held: Mutex::new(std::collections::HashSet::new()),
                 stop_handlers: CancellationToken::new(),
                 counters: Counters::default(),
             }),
@@ -309,6 +350,7 @@ async fn claim_loop(
                 Ok(jobs) => {
                     let got = jobs.len();
                     s.counters.claimed.fetch_add(got as u64, Ordering::Relaxed);
+                    s.held().extend(jobs.iter().map(|j| j.id));
                     for job in jobs {
                         tracing::debug!(job_uuid = %job.uuid, attempt = job.attempts, "claimed");
                         if tx.send(job).await.is_err() {
@@ -406,6 +448,13 @@ async fn dispatch(
         };
         let skipped = jobs.len() - started.len();
         if skipped > 0 {
+            let started_ids: std::collections::HashSet<i64> =
+                started.iter().map(|j| j.id).collect();
+            s.let_go(
+                jobs.iter()
+                    .map(|j| j.id)
+                    .filter(|id| !started_ids.contains(id)),
+            );
             tracing::info!(skipped, "jobs cancelled or taken back before they started");
             s.counters.lost.fetch_add(skipped as u64, Ordering::Relaxed);
         }
@@ -511,7 +560,10 @@ async fn finish_loop(s: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Finished>) 
                     _ => None,
                 })
                 .collect();
-            match s.repo.complete_many(&s.id, &rows).await {
+            let written =
+                with_retries("writing completions", || s.repo.complete_many(&s.id, &rows)).await;
+            s.let_go(rows.iter().map(|r| r.0));
+            match written {
                 Ok(written) => {
                     s.counters
                         .completed
@@ -538,7 +590,13 @@ async fn finish_loop(s: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Finished>) 
 
 async fn finish(s: &Shared, job: &Job, outcome: Outcome, user_cancelled: bool, lost: bool) {
     let span = tracing::info_span!("job", job_uuid = %job.uuid, attempt = job.attempts);
-    let _enter = span.enter();
+    write_outcome(s, job, outcome, user_cancelled, lost)
+        .instrument(span)
+        .await;
+    s.let_go([job.id]);
+}
+
+async fn write_outcome(s: &Shared, job: &Job, outcome: Outcome, user_cancelled: bool, lost: bool) {
     let fence = job.fence(&s.id);
     if lost {
         tracing::warn!("lease lost while running; another attempt owns the job, writing nothing");
@@ -547,7 +605,7 @@ async fn finish(s: &Shared, job: &Job, outcome: Outcome, user_cancelled: bool, l
     }
     let written = match outcome {
         Outcome::Completed(response) => {
-            let r = s.repo.complete(fence, &response).await;
+            let r = with_retries("writing the outcome", || s.repo.complete(fence, &response)).await;
             if matches!(r, Ok(true)) {
                 s.counters.completed.fetch_add(1, Ordering::Relaxed);
             }
@@ -590,7 +648,7 @@ async fn fail(
     fence: connectra_persistence::jobs::Fence<'_>,
     response: &JobResponse,
 ) -> connectra_persistence::Result<bool> {
-    let r = s.repo.fail(fence, response).await;
+    let r = with_retries("writing the failure", || s.repo.fail(fence, response)).await;
     if matches!(r, Ok(true)) {
         s.counters.failed.fetch_add(1, Ordering::Relaxed);
     }
@@ -598,7 +656,9 @@ async fn fail(
 }
 
 async fn release(s: &Shared, job: &Job) {
-    match s.repo.release(job.fence(&s.id)).await {
+    let released = with_retries("handing a job back", || s.repo.release(job.fence(&s.id))).await;
+    s.let_go([job.id]);
+    match released {
         Ok(true) => {
             s.counters.released.fetch_add(1, Ordering::Relaxed);
             tracing::info!(job_uuid = %job.uuid, "job handed back");
@@ -629,7 +689,9 @@ async fn abort_running(s: &Shared) {
             attempt,
             runner_id: &s.id,
         };
-        if matches!(s.repo.release(fence).await, Ok(true)) {
+        let released = s.repo.release(fence).await;
+        s.let_go([id]);
+        if matches!(released, Ok(true)) {
             s.counters.released.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -646,7 +708,11 @@ async fn keep_leases(s: Arc<Shared>, stop: CancellationToken) {
             _ = every.tick() => {}
         }
         let asked = Instant::now();
-        let held = match s.repo.renew_leases(&s.id, s.config.lease).await {
+        let ids: Vec<i64> = s.held().iter().copied().collect();
+        if ids.is_empty() {
+            continue;
+        }
+        let held = match s.repo.renew_leases(&s.id, &ids, s.config.lease).await {
             Ok(held) => held,
             Err(e) => {
                 tracing::error!(error = %e, "renewing leases failed");

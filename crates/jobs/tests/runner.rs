@@ -557,6 +557,20 @@ async fn statuses(pool: &PgPool) -> Vec<String> {
         .collect()
 }
 
+/// Sends SIGTERM and waits for the process to exit.
+async fn terminate(child: std::process::Child) -> std::process::Output {
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
 fn demo(db: &TestDb, extra: &[(&str, &str)]) -> std::process::Child {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_demo-runner"));
     cmd.env("DATABASE_URL", db.url())
@@ -656,16 +670,7 @@ async fn sigterm_leaves_no_job_queued_or_running_and_the_process_exits_0() {
             && s.iter().filter(|s| *s == "in_queue").count() == 4
     })
     .await;
-    let pid = child.id().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
+    let out = terminate(child).await;
     assert!(out.status.success(), "exit status {:?}", out.status);
     let s = statuses(&pool).await;
     assert!(s.iter().all(|s| s == "open"), "{s:?}");
@@ -699,16 +704,7 @@ async fn sigterm_leaves_no_job_queued_or_running_and_the_process_exits_0() {
             && s.iter().filter(|s| *s == "retry_in_queued").count() == 3
     })
     .await;
-    let pid = child.id().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
+    let out = terminate(child).await;
     assert!(out.status.success());
     assert_eq!(count(&pool, "SELECT count(*) AS n FROM jobs WHERE status IN ('in_queue','processing','retry_in_queued','retrying')").await, 0);
     assert_eq!(

@@ -6,7 +6,10 @@
 //! - a claim sets `locked_by`/`locked_until` and increments `attempts`;
 //! - every later write is fenced by [`Fence`]: the job, its attempt, the runner
 //!   holding it, and a leased status. A runner that lost its lease matches no
-//!   row, so it can never overwrite the outcome of a newer attempt.
+//!   row, so it can never overwrite the outcome of a newer attempt;
+//! - statements that update several rows that may already be claimed lock
+//!   them in id order first (`… ORDER BY id FOR UPDATE`), so two of them never
+//!   deadlock; the claim and the rescue skip locked rows and never wait.
 
 use std::time::Duration;
 
@@ -346,10 +349,11 @@ impl JobRepo {
         let (ids, attempts): (Vec<i64>, Vec<i32>) = claims.iter().copied().unzip();
         let mut conn = self.pool.get().await?;
         let mut started: Vec<Job> = diesel::sql_query(
-            "UPDATE jobs j SET status = $5, started_at = coalesce(j.started_at, now()),
+            "WITH locked AS (SELECT id FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE)
+             UPDATE jobs j SET status = $5, started_at = coalesce(j.started_at, now()),
                  locked_until = now() + make_interval(secs => $4), updated_at = now()
-             FROM unnest($1::bigint[], $2::int4[]) AS c(id, attempt)
-             WHERE j.id = c.id AND j.attempts = c.attempt AND j.locked_by = $3
+             FROM unnest($1::bigint[], $2::int4[]) AS c(id, attempt), locked
+             WHERE j.id = c.id AND locked.id = j.id AND j.attempts = c.attempt AND j.locked_by = $3
                AND j.status = $6 AND NOT j.cancel_requested
              RETURNING j.*",
         )
@@ -365,18 +369,26 @@ impl JobRepo {
         Ok(started)
     }
 
-    /// Renews the lease of every job `runner_id` holds. Returns them, with
-    /// whether a cancel was requested; a job missing from the answer is no
-    /// longer held by this runner.
-    pub async fn renew_leases(&self, runner_id: &str, lease: Duration) -> Result<Vec<Held>> {
+    /// Renews the leases of the given jobs, as far as `runner_id` still holds
+    /// them. Returns those it holds, with whether a cancel was requested; a
+    /// job missing from the answer is no longer held by this runner.
+    pub async fn renew_leases(
+        &self,
+        runner_id: &str,
+        ids: &[i64],
+        lease: Duration,
+    ) -> Result<Vec<Held>> {
         let mut conn = self.pool.get().await?;
         let held = diesel::sql_query(format!(
-            "UPDATE jobs SET locked_until = now() + make_interval(secs => $2)
-             WHERE locked_by = $1 AND status IN {LEASED}
-             RETURNING id, attempts, cancel_requested"
+            "WITH locked AS (SELECT id FROM jobs WHERE id = ANY($3) ORDER BY id FOR UPDATE)
+             UPDATE jobs j SET locked_until = now() + make_interval(secs => $2)
+             FROM locked
+             WHERE j.id = locked.id AND j.locked_by = $1 AND j.status IN {LEASED}
+             RETURNING j.id, j.attempts, j.cancel_requested"
         ))
         .bind::<Text, _>(runner_id)
         .bind::<Double, _>(secs(lease))
+        .bind::<Array<BigInt>, _>(ids)
         .load(&mut conn)
         .await?;
         Ok(held)
@@ -421,11 +433,12 @@ impl JobRepo {
         let responses: Vec<Value> = done.iter().map(|d| to_json(d.2)).collect();
         let mut conn = self.pool.get().await?;
         let written: Vec<Id> = diesel::sql_query(format!(
-            "UPDATE jobs j SET status = 'completed', job_response = j.job_response || c.response,
+            "WITH locked AS (SELECT id FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE)
+             UPDATE jobs j SET status = 'completed', job_response = j.job_response || c.response,
                  run_after = NULL, locked_by = NULL, locked_until = NULL,
                  finished_at = now(), updated_at = now()
-             FROM unnest($1::bigint[], $2::int4[], $3::jsonb[]) AS c(id, attempt, response)
-             WHERE j.id = c.id AND j.attempts = c.attempt AND j.locked_by = $4
+             FROM unnest($1::bigint[], $2::int4[], $3::jsonb[]) AS c(id, attempt, response), locked
+             WHERE j.id = c.id AND locked.id = j.id AND j.attempts = c.attempt AND j.locked_by = $4
                AND j.status IN {LEASED}
              RETURNING j.id"
         ))

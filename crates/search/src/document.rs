@@ -144,6 +144,47 @@ pub(crate) fn cursor_json(values: &[CursorValue]) -> Vec<Value> {
     values.iter().map(CursorValue::to_json).collect()
 }
 
+/// A sort value as a backend returns it (timestamps as epoch milliseconds)
+/// turned into the typed cursor value of its field.
+pub(crate) fn cursor_from_sort_value(
+    backend: &'static str,
+    field: &FieldDef,
+    value: &Value,
+) -> Result<CursorValue, SearchError> {
+    let bad = || {
+        SearchError::protocol(
+            backend,
+            format!(
+                "sort value {value} for {} field '{}'",
+                field.kind, field.name
+            ),
+        )
+    };
+    if value.is_null() {
+        return Ok(CursorValue::Null);
+    }
+    match field.kind {
+        FieldKind::Integer | FieldKind::BigInt => {
+            value.as_i64().map(CursorValue::Int).ok_or_else(bad)
+        }
+        FieldKind::Keyword | FieldKind::Text => value
+            .as_str()
+            .map(|s| CursorValue::Str(s.to_owned()))
+            .ok_or_else(bad),
+        FieldKind::Uuid => value
+            .as_str()
+            .and_then(|s| uuid::Uuid::parse_str(s).ok())
+            .map(CursorValue::Uuid)
+            .ok_or_else(bad),
+        FieldKind::Timestamp => value
+            .as_i64()
+            .and_then(from_epoch_millis)
+            .map(CursorValue::Timestamp)
+            .ok_or_else(bad),
+        FieldKind::KeywordList | FieldKind::Json => Err(bad()),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

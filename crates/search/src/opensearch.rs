@@ -22,8 +22,8 @@ use opensearch::{BulkParts, OpenSearch, SearchParts};
 use serde_json::{json, Map, Value};
 
 use crate::document::{
-    check_cursor, cursor_json, epoch_millis, fold_case, format_timestamp_full, from_epoch_millis,
-    project,
+    check_cursor, cursor_from_sort_value, cursor_json, epoch_millis, fold_case,
+    format_timestamp_full, project,
 };
 use crate::scroll::{scroll, View};
 use crate::{Document, Page, SearchBackend, SearchError};
@@ -261,43 +261,13 @@ fn cursor_value(
     direction: SortDirection,
     value: &Value,
 ) -> Result<CursorValue, SearchError> {
-    let bad = || {
-        SearchError::protocol(
-            BACKEND,
-            format!(
-                "sort value {value} for {} field '{}'",
-                field.kind, field.name
-            ),
-        )
-    };
-    if value.is_null() {
-        return Ok(CursorValue::Null);
-    }
+    // OpenSearch sorts a missing number or date as the type's extreme value
     if let Some(n) = value.as_i64() {
         if field.nullable() && missing_sort_value(field.kind, direction) == Some(n) {
             return Ok(CursorValue::Null);
         }
     }
-    match field.kind {
-        FieldKind::Integer | FieldKind::BigInt => {
-            value.as_i64().map(CursorValue::Int).ok_or_else(bad)
-        }
-        FieldKind::Keyword | FieldKind::Text => value
-            .as_str()
-            .map(|s| CursorValue::Str(s.to_owned()))
-            .ok_or_else(bad),
-        FieldKind::Uuid => value
-            .as_str()
-            .and_then(|s| uuid::Uuid::parse_str(s).ok())
-            .map(CursorValue::Uuid)
-            .ok_or_else(bad),
-        FieldKind::Timestamp => value
-            .as_i64()
-            .and_then(from_epoch_millis)
-            .map(CursorValue::Timestamp)
-            .ok_or_else(bad),
-        FieldKind::KeywordList | FieldKind::Json => Err(bad()),
-    }
+    cursor_from_sort_value(BACKEND, field, value)
 }
 
 // ---------------------------------------------------------------------------

@@ -18,7 +18,8 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::document::{
-    check_cursor, cursor_json, floor_millis, fold_case, from_epoch_millis, project, MILLISECOND,
+    check_cursor, cursor_from_sort_value, cursor_json, floor_millis, fold_case, project,
+    MILLISECOND,
 };
 use crate::scroll::{scroll, View};
 use crate::{Document, Page, SearchBackend, SearchError};
@@ -409,38 +410,7 @@ struct Row {
 
 /// Reads one `sort_key` value back into a typed cursor value.
 fn cursor_value(field: &FieldDef, value: &Value) -> Result<CursorValue, SearchError> {
-    let bad = || {
-        SearchError::protocol(
-            BACKEND,
-            format!(
-                "sort value {value} for {} field '{}'",
-                field.kind, field.name
-            ),
-        )
-    };
-    if value.is_null() {
-        return Ok(CursorValue::Null);
-    }
-    match field.kind {
-        FieldKind::Integer | FieldKind::BigInt => {
-            value.as_i64().map(CursorValue::Int).ok_or_else(bad)
-        }
-        FieldKind::Keyword | FieldKind::Text => value
-            .as_str()
-            .map(|s| CursorValue::Str(s.to_owned()))
-            .ok_or_else(bad),
-        FieldKind::Uuid => value
-            .as_str()
-            .and_then(|s| uuid::Uuid::parse_str(s).ok())
-            .map(CursorValue::Uuid)
-            .ok_or_else(bad),
-        FieldKind::Timestamp => value
-            .as_i64()
-            .and_then(from_epoch_millis)
-            .map(CursorValue::Timestamp)
-            .ok_or_else(bad),
-        FieldKind::KeywordList | FieldKind::Json => Err(bad()),
-    }
+    cursor_from_sort_value(BACKEND, field, value)
 }
 
 fn database_error(error: DieselError) -> SearchError {
