@@ -165,6 +165,29 @@ async fn four_runners_racing_over_2000_jobs_complete_each_exactly_once() {
     );
 }
 
+type Running = (CancellationToken, JoinHandle<RunReport>);
+
+/// A `runs` table and a first-time and a retry runner of [`flaky`] jobs.
+async fn flaky_runners(db: &TestDb, fail_first: i32) -> Vec<Running> {
+    let pool = db.pool();
+    exec(
+        &pool,
+        "CREATE TABLE runs (job_id BIGINT, attempt INT, at TIMESTAMPTZ)",
+    )
+    .await;
+    [Mode::FirstTime, Mode::Retry]
+        .into_iter()
+        .map(|mode| start(db, flaky(fail_first, pool.clone()), config(db, mode)))
+        .collect()
+}
+
+async fn stop_all(runners: Vec<Running>) {
+    for (stop, h) in runners {
+        stop.cancel();
+        h.await.unwrap();
+    }
+}
+
 /// Counts runs and fails the first `fail_first` attempts.
 fn flaky(fail_first: i32, pool: PgPool) -> Registry {
     let mut registry = Registry::new();
@@ -193,14 +216,8 @@ fn flaky(fail_first: i32, pool: PgPool) -> Registry {
 async fn a_job_failing_twice_then_succeeding_with_retry_count_3_completes_on_attempt_3() {
     let db = TestDb::new().await;
     let pool = db.pool();
-    exec(
-        &pool,
-        "CREATE TABLE runs (job_id BIGINT, attempt INT, at TIMESTAMPTZ)",
-    )
-    .await;
     let repo = JobRepo::new(pool.clone());
-    let first = start(&db, flaky(2, pool.clone()), config(&db, Mode::FirstTime));
-    let retry = start(&db, flaky(2, pool.clone()), config(&db, Mode::Retry));
+    let runners = flaky_runners(&db, 2).await;
     let created = repo.create(&job("flaky", json!({}), 3, 1)).await.unwrap();
 
     wait_until(30, "completion after retries", || async {
@@ -228,24 +245,15 @@ async fn a_job_failing_twice_then_succeeding_with_retry_count_3_completes_on_att
     .await;
     assert_eq!(gaps, 0, "a retry ran before its run_after");
     assert_eq!(count(&pool, "SELECT count(*) AS n FROM runs").await, 3);
-    for (stop, h) in [first, retry] {
-        stop.cancel();
-        h.await.unwrap();
-    }
+    stop_all(runners).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_retry_count_0_a_failure_is_final_and_run_after_is_null() {
     let db = TestDb::new().await;
     let pool = db.pool();
-    exec(
-        &pool,
-        "CREATE TABLE runs (job_id BIGINT, attempt INT, at TIMESTAMPTZ)",
-    )
-    .await;
     let repo = JobRepo::new(pool.clone());
-    let first = start(&db, flaky(5, pool.clone()), config(&db, Mode::FirstTime));
-    let retry = start(&db, flaky(5, pool.clone()), config(&db, Mode::Retry));
+    let runners = flaky_runners(&db, 5).await;
     let created = repo.create(&job("flaky", json!({}), 0, 0)).await.unwrap();
     wait_until(30, "failure", || async {
         get(&repo, &created).await.status == "failed"
@@ -258,24 +266,15 @@ async fn with_retry_count_0_a_failure_is_final_and_run_after_is_null() {
     assert_eq!(failed.attempts, 1);
     assert_eq!(failed.run_after, None);
     assert_eq!(count(&pool, "SELECT count(*) AS n FROM runs").await, 1);
-    for (stop, h) in [first, retry] {
-        stop.cancel();
-        h.await.unwrap();
-    }
+    stop_all(runners).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_job_is_not_retried_before_its_run_after() {
     let db = TestDb::new().await;
     let pool = db.pool();
-    exec(
-        &pool,
-        "CREATE TABLE runs (job_id BIGINT, attempt INT, at TIMESTAMPTZ)",
-    )
-    .await;
     let repo = JobRepo::new(pool.clone());
-    let first = start(&db, flaky(1, pool.clone()), config(&db, Mode::FirstTime));
-    let retry = start(&db, flaky(1, pool.clone()), config(&db, Mode::Retry));
+    let runners = flaky_runners(&db, 1).await;
     let created = repo
         .create(&job("flaky", json!({}), 1, 3600))
         .await
@@ -301,10 +300,7 @@ async fn a_failed_job_is_not_retried_before_its_run_after() {
     })
     .await;
     assert_eq!(get(&repo, &created).await.attempts, 2);
-    for (stop, h) in [first, retry] {
-        stop.cancel();
-        h.await.unwrap();
-    }
+    stop_all(runners).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -394,10 +390,7 @@ async fn cancelling_a_running_job_stops_its_handler_and_it_never_runs_again() {
     );
     assert_eq!(cancelled.job_response["cancelled"], json!(true));
     assert_eq!(AtomicUsize::load(&started, Ordering::SeqCst), 1);
-    for (stop, h) in [first, retry] {
-        stop.cancel();
-        h.await.unwrap();
-    }
+    stop_all(vec![first, retry]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
