@@ -3,10 +3,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{Service, ServiceResponse};
+mod common;
+
+use actix_web::dev::Service;
 use actix_web::http::StatusCode;
 use actix_web::{test, App};
+use common::{error_code, read};
 use connectra_api::{configure, AppState};
 use connectra_domain::job::{CreateRules, EXPORT_CSV_FILE, INSERT_CSV_FILE};
 use connectra_persistence::testing::TestDb;
@@ -33,21 +35,6 @@ fn state(db: &TestDb) -> AppState {
     )
 }
 
-async fn read(resp: ServiceResponse<impl MessageBody>) -> (StatusCode, Value) {
-    let status = resp.status();
-    let ct = resp
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_string());
-    let body = test::read_body(resp).await;
-    assert_eq!(
-        ct.as_deref(),
-        Some("application/json"),
-        "every response is JSON; body was {body:?}"
-    );
-    (status, serde_json::from_slice(&body).unwrap())
-}
-
 macro_rules! app {
     ($db:expr) => {
         test::init_service(App::new().configure(configure(state(&$db)))).await
@@ -59,11 +46,6 @@ fn post(uri: &str, body: Value) -> test::TestRequest {
         .uri(uri)
         .insert_header(("X-API-Key", KEY))
         .set_json(body)
-}
-
-fn error_code(body: &Value) -> &str {
-    assert_eq!(body["success"], json!(false), "{body}");
-    body["error"].as_str().unwrap().split(':').next().unwrap()
 }
 
 fn insert_job() -> Value {

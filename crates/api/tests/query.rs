@@ -4,38 +4,24 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::process::Command;
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{Service, ServiceResponse};
+use actix_web::dev::Service;
 use actix_web::http::StatusCode;
 use actix_web::{test, App};
+use common::{bucket, error_code, read, storage};
 use connectra_api::{configure, AppState};
 use connectra_domain::job::{CreateRules, EXPORT_CSV_FILE};
 use connectra_persistence::testing::TestDb;
 use connectra_persistence::{JobRepo, PgPool};
-use connectra_storage::{S3Config, Storage};
 use diesel_async::RunQueryDsl;
 use serde_json::{json, Value};
 
 const KEY: &str = "k";
 
 type Req = actix_http::Request;
-
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_string())
-}
-
-fn storage() -> Storage {
-    Storage::new(&S3Config {
-        endpoint: Some(env_or("S3_ENDPOINT", "http://127.0.0.1:8333")),
-        region: env_or("S3_REGION", "us-east-1"),
-        access_key_id: Some(env_or("S3_ACCESS_KEY_ID", "testaccess")),
-        secret_access_key: Some(env_or("S3_SECRET_ACCESS_KEY", "testsecret123")),
-        path_style: true,
-    })
-    .unwrap()
-}
 
 fn state(db: &TestDb) -> AppState {
     let rules = CreateRules {
@@ -45,7 +31,7 @@ fn state(db: &TestDb) -> AppState {
     };
     AppState::new(JobRepo::new(db.pool()), vec![KEY.into()], rules, 4096).with_storage(
         storage(),
-        env_or("S3_BUCKET", "connectra"),
+        bucket(),
         "uploads".into(),
     )
 }
@@ -53,12 +39,6 @@ fn state(db: &TestDb) -> AppState {
 async fn exec(pool: &PgPool, sql: &str) {
     let mut conn = pool.get().await.unwrap();
     diesel::sql_query(sql).execute(&mut conn).await.unwrap();
-}
-
-async fn read(resp: ServiceResponse<impl MessageBody>) -> (StatusCode, Value) {
-    let status = resp.status();
-    let body = test::read_body(resp).await;
-    (status, serde_json::from_slice(&body).unwrap())
 }
 
 fn post(uri: &str, body: Value) -> Req {
@@ -74,10 +54,6 @@ fn get(uri: &str) -> Req {
         .uri(uri)
         .insert_header(("X-API-Key", KEY))
         .to_request()
-}
-
-fn code(body: &Value) -> &str {
-    body["error"].as_str().unwrap().split(':').next().unwrap()
 }
 
 async fn seed(pool: &PgPool) {
@@ -148,7 +124,7 @@ async fn bad_queries_get_400s_that_name_the_problem_and_search_needs_a_key() {
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(code(&body), "ERR_UNKNOWN_FIELD");
+    assert_eq!(error_code(&body), "ERR_UNKNOWN_FIELD");
     assert!(body["error"].as_str().unwrap().contains("shoe_size"));
     let (status, body) = read(
         app.call(post("/companies/search", json!({"limit": 9000})))
@@ -157,7 +133,7 @@ async fn bad_queries_get_400s_that_name_the_problem_and_search_needs_a_key() {
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(code(&body), "ERR_INVALID_VQL");
+    assert_eq!(error_code(&body), "ERR_INVALID_VQL");
     let req = test::TestRequest::post()
         .uri("/contacts/search")
         .set_json(json!({}))
@@ -211,7 +187,7 @@ async fn filters_list_values_by_service_key_and_prefix() {
     ] {
         let (status, body) = read(app.call(get(uri)).await.unwrap()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
-        assert_eq!(code(&body), want, "{uri}");
+        assert_eq!(error_code(&body), want, "{uri}");
     }
 }
 
@@ -219,7 +195,7 @@ async fn filters_list_values_by_service_key_and_prefix() {
 async fn a_completed_export_has_a_download_url_that_curl_can_fetch() {
     let db = TestDb::new().await;
     let app = test::init_service(App::new().configure(configure(state(&db)))).await;
-    let bucket = env_or("S3_BUCKET", "connectra");
+    let bucket = bucket();
     let key = format!("api-tests/{}/export.csv", uuid::Uuid::new_v4());
     storage()
         .put_bytes(&bucket, &key, b"email\na@x.io\n", "text/csv")

@@ -5,42 +5,22 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::process::Command;
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{Service, ServiceResponse};
+use actix_web::dev::Service;
 use actix_web::http::StatusCode;
 use actix_web::{test, App};
+use common::{bucket, error_code, read, storage};
 use connectra_api::{configure, AppState};
 use connectra_domain::job::{CreateRules, INSERT_CSV_FILE};
 use connectra_persistence::testing::TestDb;
 use connectra_persistence::JobRepo;
 use connectra_storage::{S3Config, Storage};
-use serde_json::{json, Value};
+use serde_json::json;
 
 const KEY: &str = "test-key-1";
-
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name)
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-        .unwrap_or_else(|| default.to_string())
-}
-
-fn storage() -> Storage {
-    Storage::new(&S3Config {
-        endpoint: Some(env_or("S3_ENDPOINT", "http://127.0.0.1:8333")),
-        region: env_or("S3_REGION", "us-east-1"),
-        access_key_id: Some(env_or("S3_ACCESS_KEY_ID", "testaccess")),
-        secret_access_key: Some(env_or("S3_SECRET_ACCESS_KEY", "testsecret123")),
-        path_style: env_or("S3_PATH_STYLE", "true") != "false",
-    })
-    .unwrap()
-}
-
-fn bucket() -> String {
-    env_or("S3_BUCKET", "connectra")
-}
 
 fn base_state(db: &TestDb) -> AppState {
     let rules = CreateRules {
@@ -60,30 +40,10 @@ fn test_prefix() -> String {
     format!("api-tests/{}/uploads", uuid::Uuid::new_v4())
 }
 
-async fn read(resp: ServiceResponse<impl MessageBody>) -> (StatusCode, Value) {
-    let status = resp.status();
-    let ct = resp
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_string());
-    let body = test::read_body(resp).await;
-    assert_eq!(
-        ct.as_deref(),
-        Some("application/json"),
-        "every response is JSON; body was {body:?}"
-    );
-    (status, serde_json::from_slice(&body).unwrap())
-}
-
 fn get(uri: &str) -> test::TestRequest {
     test::TestRequest::get()
         .uri(uri)
         .insert_header(("X-API-Key", KEY))
-}
-
-fn error_code(body: &Value) -> &str {
-    assert_eq!(body["success"], json!(false), "{body}");
-    body["error"].as_str().unwrap().split(':').next().unwrap()
 }
 
 #[actix_web::test]

@@ -1,0 +1,55 @@
+//! Helpers shared by the API's black-box tests.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use actix_web::body::MessageBody;
+use actix_web::dev::ServiceResponse;
+use actix_web::http::StatusCode;
+use actix_web::test;
+use connectra_storage::{S3Config, Storage};
+use serde_json::{json, Value};
+
+/// The status and JSON body of a response; asserts that it is JSON.
+pub async fn read(resp: ServiceResponse<impl MessageBody>) -> (StatusCode, Value) {
+    let status = resp.status();
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string());
+    let body = test::read_body(resp).await;
+    assert_eq!(
+        ct.as_deref(),
+        Some("application/json"),
+        "every response is JSON; body was {body:?}"
+    );
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
+/// The `ERR_…` code of an error body; asserts `success: false`.
+pub fn error_code(body: &Value) -> &str {
+    assert_eq!(body["success"], json!(false), "{body}");
+    body["error"].as_str().unwrap().split(':').next().unwrap()
+}
+
+pub fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| default.to_string())
+}
+
+/// The local stack's S3, or the one the `S3_*` variables name.
+pub fn storage() -> Storage {
+    Storage::new(&S3Config {
+        endpoint: Some(env_or("S3_ENDPOINT", "http://127.0.0.1:8333")),
+        region: env_or("S3_REGION", "us-east-1"),
+        access_key_id: Some(env_or("S3_ACCESS_KEY_ID", "testaccess")),
+        secret_access_key: Some(env_or("S3_SECRET_ACCESS_KEY", "testsecret123")),
+        path_style: env_or("S3_PATH_STYLE", "true") != "false",
+    })
+    .unwrap()
+}
+
+pub fn bucket() -> String {
+    env_or("S3_BUCKET", "connectra")
+}
