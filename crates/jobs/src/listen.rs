@@ -1,10 +1,11 @@
 //! The `LISTEN` connection: wakes the claimer within milliseconds of a job
-//! becoming claimable, and reconnects when the connection drops.
+//! becoming claimable, passes cancel requests for running jobs on at once,
+//! and reconnects when the connection drops.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use connectra_persistence::jobs::JOBS_CHANNEL;
+use connectra_persistence::jobs::{CANCEL_CHANNEL, JOBS_CHANNEL};
 use futures::StreamExt;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -14,20 +15,30 @@ use tokio_util::sync::CancellationToken;
 /// How often the listener proves its connection is alive.
 const PING_EVERY: Duration = Duration::from_secs(15);
 
+/// Called with the id of a job whose cancellation was requested.
+pub(crate) type OnCancel = Arc<dyn Fn(i64) + Send + Sync>;
+
 /// Spawns the listener. Every notification on the jobs channel, and every
 /// (re)connection, wakes `wake`, so work that arrived while disconnected is
-/// picked up as soon as the connection is back.
+/// picked up as soon as the connection is back. Every notification on the
+/// cancel channel calls `on_cancel` with the job's id.
 pub(crate) fn spawn_listener(
     database_url: String,
     wake: Arc<Notify>,
+    on_cancel: OnCancel,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(100);
         while !shutdown.is_cancelled() {
-            match listen(&database_url, &wake, &shutdown).await {
+            let mut listened = false;
+            match listen(&database_url, &wake, &on_cancel, &shutdown, &mut listened).await {
                 Ok(()) => return,
                 Err(e) => {
+                    if listened {
+                        // it had been working: a new outage starts the backoff over
+                        backoff = Duration::from_millis(100);
+                    }
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64,
                         "LISTEN connection lost; reconnecting");
                 }
@@ -49,11 +60,17 @@ enum ListenError {
     Closed,
 }
 
-async fn listen(url: &str, wake: &Notify, shutdown: &CancellationToken) -> Result<(), ListenError> {
+async fn listen(
+    url: &str,
+    wake: &Notify,
+    on_cancel: &OnCancel,
+    shutdown: &CancellationToken,
+    listened: &mut bool,
+) -> Result<(), ListenError> {
     let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
     // The connection object yields notifications; poll it in this task.
     let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-    let listen_sql = format!("LISTEN {JOBS_CHANNEL}");
+    let listen_sql = format!("LISTEN {JOBS_CHANNEL}; LISTEN {CANCEL_CHANNEL}");
     let mut pending: Option<futures::future::BoxFuture<'_, Result<(), tokio_postgres::Error>>> =
         Some(Box::pin(client.batch_execute(&listen_sql)));
     let mut ping = tokio::time::interval(PING_EVERY);
@@ -64,6 +81,7 @@ async fn listen(url: &str, wake: &Notify, shutdown: &CancellationToken) -> Resul
             done = async { pending.as_mut().expect("guarded").await }, if pending.is_some() => {
                 pending = None;
                 done?;
+                *listened = true;
                 tracing::debug!(channel = JOBS_CHANNEL, "listening for new jobs");
                 // catch up on anything that arrived while we were not listening
                 wake.notify_one();
@@ -72,6 +90,12 @@ async fn listen(url: &str, wake: &Notify, shutdown: &CancellationToken) -> Resul
                 pending = Some(Box::pin(client.batch_execute("SELECT 1")));
             }
             msg = messages.next() => match msg {
+                Some(Ok(AsyncMessage::Notification(n))) if n.channel() == CANCEL_CHANNEL => {
+                    match n.payload().parse::<i64>() {
+                        Ok(id) => on_cancel(id),
+                        Err(_) => tracing::warn!(payload = n.payload(), "ignoring a cancel notification without a job id"),
+                    }
+                }
                 Some(Ok(AsyncMessage::Notification(_))) => wake.notify_one(),
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(e.into()),

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::handler::{JobContext, Registry, Stopped};
-use crate::listen::spawn_listener;
+use crate::listen::{spawn_listener, OnCancel};
 use crate::wake::{wait_for_work, Wake};
 
 /// Which jobs a runner takes.
@@ -98,6 +98,9 @@ pub struct RunReport {
     pub released: u64,
     /// Jobs whose lease this runner lost; it wrote nothing for them.
     pub lost: u64,
+    /// Claims that failed (the database could not be reached or answered
+    /// with an error); each is retried after a short backoff.
+    pub claim_failures: u64,
 }
 
 #[derive(Default)]
@@ -107,6 +110,7 @@ struct Counters {
     failed: AtomicU64,
     released: AtomicU64,
     lost: AtomicU64,
+    claim_failures: AtomicU64,
 }
 
 impl Counters {
@@ -117,6 +121,7 @@ impl Counters {
             failed: self.failed.load(Ordering::Relaxed),
             released: self.released.load(Ordering::Relaxed),
             lost: self.lost.load(Ordering::Relaxed),
+            claim_failures: self.claim_failures.load(Ordering::Relaxed),
         }
     }
 }
@@ -129,6 +134,17 @@ struct Running {
     user_cancelled: bool,
     lost: bool,
     abort: Option<AbortHandle>,
+}
+
+impl Running {
+    /// Someone asked for the job to be cancelled: stop the handler (once).
+    fn cancel_by_request(&mut self, id: i64) {
+        if !self.user_cancelled {
+            tracing::info!(job_id = id, "cancellation requested; stopping the handler");
+            self.user_cancelled = true;
+            self.token.cancel();
+        }
+    }
 }
 
 struct Shared {
@@ -153,6 +169,15 @@ impl Shared {
 
     fn held(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<i64>> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A cancel request for job `id` arrived: stop its handler if it runs here.
+    /// (A job with a cancel request is never claimed again, so whichever
+    /// attempt runs here is the one to stop.)
+    fn cancel_requested(&self, id: i64) {
+        if let Some(r) = self.running().get_mut(&id) {
+            r.cancel_by_request(id);
+        }
     }
 
     /// The job's outcome is written (or given up on): stop renewing its lease.
@@ -246,10 +271,11 @@ impl Runner {
             let wake = Arc::new(Notify::new());
             let background = CancellationToken::new();
 
-            let listener = cfg
-                .listen_url
-                .clone()
-                .map(|url| spawn_listener(url, wake.clone(), background.clone()));
+            let listener = cfg.listen_url.clone().map(|url| {
+                let shared = s.clone();
+                let on_cancel: OnCancel = Arc::new(move |id| shared.cancel_requested(id));
+                spawn_listener(url, wake.clone(), on_cancel, background.clone())
+            });
             let keeper = tokio::spawn(keep_leases(s.clone(), background.clone()));
             let rescuer = tokio::spawn(rescue(s.clone(), wake.clone(), background.clone()));
 
@@ -328,6 +354,9 @@ async fn claim_loop(
     ticker.tick().await;
     // Refill once at least this much room is free, so claims stay batched.
     let refill_at = (cfg.queue_size / 2).max(1);
+    // After a failed claim, look again after this long (doubling), rather than
+    // waiting for a NOTIFY or the ticker while the database has work.
+    let mut retry_in: Option<Duration> = None;
     loop {
         // Claim until the database has nothing more for us or the queue is full.
         loop {
@@ -348,6 +377,7 @@ async fn claim_loop(
                 .await
             {
                 Ok(jobs) => {
+                    retry_in = None;
                     let got = jobs.len();
                     s.counters.claimed.fetch_add(got as u64, Ordering::Relaxed);
                     s.held().extend(jobs.iter().map(|j| j.id));
@@ -362,7 +392,11 @@ async fn claim_loop(
                     }
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "claiming jobs failed; will retry on the next wake-up");
+                    let wait = next_claim_retry(retry_in);
+                    retry_in = Some(wait);
+                    s.counters.claim_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, retry_in_ms = wait.as_millis() as u64,
+                        "claiming jobs failed; trying again");
                     break;
                 }
             }
@@ -371,9 +405,22 @@ async fn claim_loop(
             Mode::Retry => next_due(s).await,
             Mode::FirstTime => None,
         };
+        let due = match (due, retry_in.map(|w| Instant::now() + w)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         if wait_for_work(wake, &mut ticker, due, shutdown).await == Wake::Shutdown {
             return;
         }
+    }
+}
+
+/// The wait before the next claim after a failed one: 100 ms, doubling, at
+/// most 5 s.
+fn next_claim_retry(previous: Option<Duration>) -> Duration {
+    match previous {
+        None => Duration::from_millis(100),
+        Some(p) => (p * 2).min(Duration::from_secs(5)),
     }
 }
 
@@ -727,10 +774,8 @@ async fn keep_leases(s: Arc<Shared>, stop: CancellationToken) {
         for (id, r) in running.iter_mut() {
             match held.get(id) {
                 Some((attempt, cancel)) if *attempt == r.attempt => {
-                    if *cancel && !r.user_cancelled {
-                        tracing::info!(job_id = id, "cancellation requested; stopping the handler");
-                        r.user_cancelled = true;
-                        r.token.cancel();
+                    if *cancel {
+                        r.cancel_by_request(*id);
                     }
                 }
                 // Registered after the renewal query began: not yet visible to it.

@@ -360,14 +360,15 @@ fn sleeper(started: Arc<AtomicUsize>) -> Registry {
     registry
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancelling_a_running_job_stops_its_handler_and_it_never_runs_again() {
+/// Creates a job, lets a runner start it, asks for its cancellation, and
+/// checks it stops for good. `cfg` decides how the request reaches the runner.
+async fn cancel_a_running_job(cfg: impl Fn(&TestDb, Mode) -> RunnerConfig) {
     let db = TestDb::new().await;
     let repo = JobRepo::new(db.pool());
     let started = Arc::new(AtomicUsize::new(0));
-    let first = start(&db, sleeper(started.clone()), config(&db, Mode::FirstTime));
-    let retry = start(&db, sleeper(started.clone()), config(&db, Mode::Retry));
     let created = repo.create(&job("sleep", json!({}), 5, 0)).await.unwrap();
+    let first = start(&db, sleeper(started.clone()), cfg(&db, Mode::FirstTime));
+    let retry = start(&db, sleeper(started.clone()), cfg(&db, Mode::Retry));
     wait_until(30, "processing", || async {
         get(&repo, &created).await.status == "processing"
     })
@@ -391,6 +392,28 @@ async fn cancelling_a_running_job_stops_its_handler_and_it_never_runs_again() {
     assert_eq!(cancelled.job_response["cancelled"], json!(true));
     assert_eq!(AtomicUsize::load(&started, Ordering::SeqCst), 1);
     stop_all(vec![first, retry]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_request_reaches_the_running_handler_at_once_through_notify() {
+    // The next lease renewal is 200 s away: only the notification can stop
+    // the handler within the 30 s the scenario waits.
+    cancel_a_running_job(|db, mode| {
+        let mut c = config(db, mode);
+        c.lease = Duration::from_secs(600);
+        c
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_notify_a_cancel_request_reaches_the_handler_at_the_next_lease_renewal() {
+    cancel_a_running_job(|db, mode| {
+        let mut c = config(db, mode);
+        c.listen_url = None;
+        c
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -548,7 +571,11 @@ async fn statuses(pool: &PgPool) -> Vec<String> {
 
 /// Jobs claimed into a runner's queue and not yet started.
 async fn queued(pool: &PgPool) -> i64 {
-    count(pool, "SELECT count(*) AS n FROM jobs WHERE status = 'in_queue'").await
+    count(
+        pool,
+        "SELECT count(*) AS n FROM jobs WHERE status = 'in_queue'",
+    )
+    .await
 }
 
 /// Whether a queue of `size` holds as many jobs as the claimer keeps in it
@@ -717,6 +744,34 @@ async fn sigterm_leaves_no_job_queued_or_running_and_the_process_exits_0() {
         .await,
         12
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_claim_is_tried_again_soon_without_a_notify_or_the_ticker() {
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    let repo = JobRepo::new(pool.clone());
+    let created = repo.create(&job("noop", json!({}), 0, 0)).await.unwrap();
+    // every claim fails while the table is away
+    exec(&pool, "ALTER TABLE jobs RENAME TO jobs_away").await;
+    let mut registry = Registry::new();
+    registry.register_fn("noop", |_ctx: JobContext| async {
+        Ok(JobResponse::default())
+    });
+    let mut cfg = config(&db, Mode::FirstTime);
+    cfg.listen_url = None;
+    cfg.ticker = Duration::from_secs(3600);
+    let (stop, h) = start(&db, registry, cfg);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    exec(&pool, "ALTER TABLE jobs_away RENAME TO jobs").await;
+    wait_until(30, "the job to complete", || async {
+        get(&repo, &created).await.status == "completed"
+    })
+    .await;
+    stop.cancel();
+    let report = h.await.unwrap();
+    assert!(report.claim_failures >= 1, "{report:?}");
+    assert_eq!(report.completed, 1, "{report:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

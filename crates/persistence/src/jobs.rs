@@ -29,6 +29,11 @@ use crate::{PgPool, Result};
 /// job becomes claimable.
 pub const JOBS_CHANNEL: &str = "connectra_jobs";
 
+/// The channel on which runners `LISTEN` for cancel requests. The `jobs`
+/// trigger notifies it, with the job's id as payload, when a running job is
+/// asked to stop.
+pub const CANCEL_CHANNEL: &str = "connectra_jobs_cancel";
+
 /// One row of `jobs`, as the API shows it.
 #[derive(Debug, Clone, PartialEq, Queryable, Selectable, QueryableByName, Serialize)]
 #[diesel(table_name = jobs, check_for_backend(diesel::pg::Pg))]

@@ -1,0 +1,2 @@
+DROP TRIGGER jobs_notify_cancel ON jobs;
+DROP FUNCTION connectra_jobs_notify_cancel();
