@@ -267,6 +267,11 @@ impl HeaderPlan {
             Vec::new()
         };
         let mut extra = Map::new();
+        // Spec §2: a record's uuid comes from its `uuid` cell only when that
+        // is valid; otherwise from the natural key. The bad cell is named if
+        // there is no natural key either.
+        let mut bad_uuid: Option<String> = None;
+        let mut bad_company_uuid: Option<String> = None;
         for ((raw, target), header) in fields.zip(&self.targets).zip(&self.headers) {
             let text = std::str::from_utf8(raw)
                 .map_err(|_| format!("column '{header}' is not valid UTF-8"))?;
@@ -274,9 +279,19 @@ impl HeaderPlan {
                 continue;
             }
             match *target {
-                Target::Field(i) => cells[i] = Some(parse_cell(self.columns[i], header, text)?),
+                Target::Field(i) => match parse_cell(self.columns[i], header, text) {
+                    Ok(cell) => cells[i] = Some(cell),
+                    Err(e) if self.columns[i].name == "uuid" => bad_uuid = Some(e),
+                    Err(e) => return Err(e),
+                },
                 Target::CompanyField(i) => {
-                    company[i] = Some(parse_cell(self.company_columns[i], header, text)?)
+                    match parse_cell(self.company_columns[i], header, text) {
+                        Ok(cell) => company[i] = Some(cell),
+                        Err(e) if self.company_columns[i].name == "uuid" => {
+                            bad_company_uuid = Some(e)
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
                 Target::Extra => match serde_json::from_str::<Value>(text) {
                     Ok(Value::Object(m)) => extra.extend(m),
@@ -289,7 +304,13 @@ impl HeaderPlan {
             }
         }
         let company = if company.iter().any(Option::is_some) {
-            Some(finish_company(&self.company_columns, company, true)?)
+            Some(
+                finish_company(&self.company_columns, company, true)
+                    .map_err(|e| naming_bad_uuid(e, bad_company_uuid))?,
+            )
+        } else if let Some(e) = bad_company_uuid {
+            // a company column holding only an invalid uuid: nothing identifies it
+            return Err(format!("cannot identify the company: {e}"));
         } else {
             None
         };
@@ -301,10 +322,19 @@ impl HeaderPlan {
             }
         }
         let record = match self.service {
-            Service::Company => finish_company(&self.columns, cells, false)?,
-            Service::Contact => finish_contact(&self.columns, cells, company.as_ref())?,
-        };
+            Service::Company => finish_company(&self.columns, cells, false),
+            Service::Contact => finish_contact(&self.columns, cells, company.as_ref()),
+        }
+        .map_err(|e| naming_bad_uuid(e, bad_uuid))?;
         Ok(ParsedLine { record, company })
+    }
+}
+
+/// Adds the reason a `uuid` cell was not used to a row's rejection.
+fn naming_bad_uuid(reason: String, bad_uuid: Option<String>) -> String {
+    match bad_uuid {
+        Some(bad) => format!("{reason} ({bad})"),
+        None => reason,
     }
 }
 
@@ -547,11 +577,30 @@ mod tests {
                 .to_string(),
             u
         );
-        // an invalid uuid rejects the row rather than silently giving the
-        // record another identity
-        assert!(parse(&p2, &["nope", "ann@example.com"])
-            .unwrap_err()
-            .contains("uuid"));
+        // an invalid uuid falls back to the natural key (spec §2) ...
+        assert_eq!(
+            parse(&p2, &["nope", "ann@example.com"])
+                .unwrap()
+                .record
+                .uuid,
+            a.uuid
+        );
+        // ... and without one the rejection names both reasons
+        let p4 = plan(&["uuid", "title"]);
+        let err = parse(&p4, &["nope", "CTO"]).unwrap_err();
+        assert!(err.contains("cannot identify the contact"), "{err}");
+        assert!(err.contains("'nope' is not a uuid"), "{err}");
+        // the same for a contact's company
+        let p5 = plan(&["email", "company_uuid", "company_name"]);
+        let row = parse(&p5, &["ann@example.com", "nope", "ACME"]).unwrap();
+        assert_eq!(row.company.unwrap().uuid, v5("company", "name:acme"));
+        let p6 = plan(&["email", "company_uuid"]);
+        let err = parse(&p6, &["ann@example.com", "nope"]).unwrap_err();
+        assert!(err.contains("cannot identify the company"), "{err}");
+        // a company_id that is not a uuid is an unparsable value: rejected
+        let p7 = plan(&["email", "company_id"]);
+        let err = parse(&p7, &["ann@example.com", "nope"]).unwrap_err();
+        assert!(err.contains("company_id"), "{err}");
         let p3 = plan(&["first_name", "seniority"]);
         assert!(parse(&p3, &["", "vp"])
             .unwrap_err()
