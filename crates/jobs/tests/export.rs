@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{bucket, count, env, Harness};
+use common::{bucket, count, env, start_unfinished_upload, Harness};
 use connectra_domain::vql::{parse_vql, Purpose};
 use connectra_domain::Service;
 use connectra_search::Document;
@@ -159,6 +159,41 @@ async fn an_export_with_no_matches_is_a_header_only_file_and_formulas_are_neutra
         rows(&text)[1],
         ["x@evil.io", "'=HYPERLINK(\"http://evil\")"]
     );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_export_aborts_the_upload_its_dead_attempt_left_unfinished() {
+    let mut h = Harness::new(false).await;
+    let job = h
+        .create(
+            "export_csv_file",
+            json!({ "service": "contact", "vql": { "select_columns": ["email"] } }),
+        )
+        .await;
+    let key = format!("{}/{}.csv", h.prefix, job.uuid);
+    // what a first attempt killed mid-upload leaves behind
+    let mut conn = h.pool().get().await.unwrap();
+    diesel::sql_query("UPDATE jobs SET attempts = 1 WHERE id = $1")
+        .bind::<diesel::sql_types::BigInt, _>(job.id)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    drop(conn);
+    let orphan = start_unfinished_upload(&key).await;
+    let pending = h.storage.pending_uploads(&bucket(), &key).await.unwrap();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(pending[0].upload_id, orphan);
+
+    h.start(500);
+    let done = h.wait(&job).await;
+    assert_eq!(done.status, "completed", "{:?}", done.job_response);
+    assert_eq!(done.attempts, 2);
+    assert_eq!(
+        h.storage.pending_uploads(&bucket(), &key).await.unwrap(),
+        vec![]
+    );
+    assert_eq!(h.read_object(&key).await, "email\n");
     h.stop().await;
 }
 

@@ -77,6 +77,30 @@ fn take_bytes(w: &mut csv::Writer<Vec<u8>>) -> anyhow::Result<Bytes> {
     Ok(Bytes::from(bytes))
 }
 
+/// An earlier attempt whose runner died mid-upload left its multipart upload
+/// of this same key open (invisible, but its parts cost storage): abort it.
+/// The key is this job's own, and only one attempt holds the job at a time,
+/// so nothing else is writing it. A failure here only costs storage, so it is
+/// logged, not fatal.
+async fn abort_left_behind(storage: &connectra_storage::Storage, bucket: &str, key: &str) {
+    let pending = match storage.pending_uploads(bucket, key).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, key, "could not list the uploads an earlier attempt left");
+            return;
+        }
+    };
+    for upload in pending.iter().filter(|u| u.key == key) {
+        match storage.abort_upload(bucket, key, &upload.upload_id).await {
+            Ok(()) => tracing::info!(key, upload_id = %upload.upload_id,
+                "aborted the upload an earlier attempt left unfinished"),
+            Err(e) => {
+                tracing::warn!(error = %e, key, "could not abort an earlier attempt's upload")
+            }
+        }
+    }
+}
+
 pub(super) async fn run(ctx: JobContext, deps: Arc<BuiltinDeps>) -> anyhow::Result<JobResponse> {
     let data: ExportCsvFileData = serde_json::from_value(ctx.data().clone())
         .context("invalid job_data for export_csv_file")?;
@@ -95,6 +119,9 @@ pub(super) async fn run(ctx: JobContext, deps: Arc<BuiltinDeps>) -> anyhow::Resu
         ctx.job().uuid
     );
     let columns: Vec<&'static str> = query.select_columns.iter().map(|f| f.name).collect();
+    if ctx.job().attempts > 1 {
+        abort_left_behind(&deps.storage, &bucket, &key).await;
+    }
 
     let (tx, mut rx) = mpsc::channel::<std::io::Result<Bytes>>(4);
     let body = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));

@@ -38,6 +38,32 @@ pub fn bucket() -> String {
     env("S3_BUCKET", "connectra")
 }
 
+/// Starts a multipart upload of `key` and leaves it unfinished, as a runner
+/// killed mid-upload does. Returns its upload id.
+pub async fn start_unfinished_upload(key: &str) -> String {
+    let raw = s3::Bucket::new(
+        &bucket(),
+        s3::Region::Custom {
+            region: env("S3_REGION", "us-east-1"),
+            endpoint: env("S3_ENDPOINT", "http://127.0.0.1:8333"),
+        },
+        s3::creds::Credentials::new(
+            Some(&env("S3_ACCESS_KEY_ID", "testaccess")),
+            Some(&env("S3_SECRET_ACCESS_KEY", "testsecret123")),
+            None,
+            None,
+            None,
+        )
+        .unwrap(),
+    )
+    .unwrap()
+    .with_path_style();
+    raw.initiate_multipart_upload(key, "text/csv")
+        .await
+        .unwrap()
+        .upload_id
+}
+
 pub struct Harness {
     pub db: TestDb,
     pub repo: JobRepo,
@@ -125,8 +151,13 @@ impl Harness {
 
     /// Creates a job and waits until it is completed or failed.
     pub async fn run(&self, job_type: &str, data: Value) -> Job {
-        let job = self
-            .repo
+        let job = self.create(job_type, data).await;
+        self.wait(&job).await
+    }
+
+    /// Creates a job without retries.
+    pub async fn create(&self, job_type: &str, data: Value) -> Job {
+        self.repo
             .create(&NewJob {
                 job_type: job_type.into(),
                 data,
@@ -134,7 +165,11 @@ impl Harness {
                 retry_interval: 0,
             })
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Waits until `job` is completed or failed.
+    pub async fn wait(&self, job: &Job) -> Job {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
         loop {
             let j = self.repo.get(job.uuid).await.unwrap().unwrap();
