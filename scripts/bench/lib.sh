@@ -31,6 +31,7 @@ fresh_db() { # name -> url, migrated
 }
 
 # run_job <db-url> <job_type> <job_data json> <opensearch:yes|no> -> "rows seconds peak_rss_kib"
+# RUNNER_BIN picks another job-runner binary (to compare two builds in one run).
 run_job() {
   local url=$1
   local os_env=(env -u OPENSEARCH_URL)
@@ -39,7 +40,7 @@ run_job() {
   fi
   local log; log="$BENCH/runner-$(basename "$url")-$2.log"
   "${os_env[@]}" DATABASE_URL="$url" OPENSEARCH_INDEX_PREFIX="$(basename "$url")" \
-    BATCH_SIZE_FOR_INSERTION="${BATCH:-5000}" RUST_LOG=warn target/release/job-runner 2>"$log" &
+    BATCH_SIZE_FOR_INSERTION="${BATCH:-5000}" RUST_LOG=warn "${RUNNER_BIN:-target/release/job-runner}" 2>"$log" &
   local pid=$!
   psql -q -X "$url" -c "DELETE FROM jobs" -c "INSERT INTO jobs (uuid, job_type, data) VALUES (gen_random_uuid(), '$2', '$3')"
   local status=""

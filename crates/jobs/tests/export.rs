@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{bucket, count, env, start_unfinished_upload, Harness};
+use common::{bucket, count, env, Harness};
 use connectra_domain::vql::{parse_vql, Purpose};
 use connectra_domain::Service;
 use connectra_search::Document;
@@ -180,7 +180,11 @@ async fn a_retried_export_aborts_the_upload_its_dead_attempt_left_unfinished() {
         .await
         .unwrap();
     drop(conn);
-    let orphan = start_unfinished_upload(&key).await;
+    let orphan = h
+        .storage
+        .start_unfinished_upload(&bucket(), &key)
+        .await
+        .unwrap();
     let pending = h.storage.pending_uploads(&bucket(), &key).await.unwrap();
     assert_eq!(pending.len(), 1, "{pending:?}");
     assert_eq!(pending[0].upload_id, orphan);

@@ -15,8 +15,8 @@ use connectra_domain::catalogue::{FieldDef, FieldKind};
 use connectra_domain::import::{filter_fields, import_columns, Cell, Row};
 use connectra_domain::Service;
 use futures::SinkExt;
-use serde_json::Value;
 use tokio_postgres::{Client, NoTls};
+use uuid::Uuid;
 
 use crate::Result;
 
@@ -26,6 +26,15 @@ pub struct Rejection {
     pub line: i64,
     pub reason: String,
     pub raw: String,
+}
+
+/// A record as stored after an upsert (its merged row, not just the file's
+/// cells), as a JSON object's text: what the search index gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    pub service: Service,
+    pub uuid: Uuid,
+    pub json: String,
 }
 
 /// One batch of an import.
@@ -111,7 +120,7 @@ fn upsert_sql(service: Service, returning: bool) -> String {
         select.join(", "),
         set.join(", "),
         if returning {
-            " RETURNING to_jsonb(t.*)"
+            " RETURNING t.uuid, to_jsonb(t.*)::text"
         } else {
             ""
         }
@@ -249,13 +258,13 @@ impl RecordWriter {
     }
 
     /// Writes one batch in one transaction. With `want_documents`, returns the
-    /// stored records (after the merge) as JSON, for the search index.
+    /// stored records (after the merge) as JSON text, for the search index.
     pub async fn write(
         &mut self,
         service: Service,
         batch: RecordBatch,
         want_documents: bool,
-    ) -> Result<Vec<(Service, Value)>> {
+    ) -> Result<Vec<StoredRecord>> {
         let tx = self.client.transaction().await?;
         let mut docs = Vec::new();
         let groups = [
@@ -281,7 +290,11 @@ impl RecordWriter {
                 let stored = tx.query_raw(&upsert_sql(svc, true), no_params).await?;
                 futures::pin_mut!(stored);
                 while let Some(row) = futures::TryStreamExt::try_next(&mut stored).await? {
-                    docs.push((svc, row.try_get::<_, Value>(0)?));
+                    docs.push(StoredRecord {
+                        service: svc,
+                        uuid: row.try_get(0)?,
+                        json: row.try_get(1)?,
+                    });
                 }
             } else {
                 tx.execute(&upsert_sql(svc, false), &[]).await?;

@@ -27,6 +27,17 @@ pub use crate::postgres::{compile_sql, CompiledSql, PostgresBackend, SqlBind};
 /// when a backend returns them), `extra` an object; a missing value is `null`.
 pub type Document = serde_json::Map<String, serde_json::Value>;
 
+/// A record already serialised: a JSON object (of the same shape as a
+/// [`Document`]) and the uuid it holds. What an import hands to
+/// [`SearchBackend::index_json`], straight from PostgreSQL's
+/// `to_jsonb(row)::text`: a batch held as `serde_json` maps takes several
+/// times the memory of its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonDocument {
+    pub uuid: uuid::Uuid,
+    pub json: String,
+}
+
 /// One page of results.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Page {
@@ -131,6 +142,14 @@ pub trait SearchBackend: Send + Sync + fmt::Debug {
         service: Service,
         docs: &'a [Document],
     ) -> BoxFuture<'a, Result<(), SearchError>>;
+
+    /// [`SearchBackend::index`] for documents already serialised. Each
+    /// `json` must be an object whose `uuid` is the document's `uuid`.
+    fn index_json(
+        &self,
+        service: Service,
+        docs: Vec<JsonDocument>,
+    ) -> BoxFuture<'_, Result<(), SearchError>>;
 
     /// Makes everything indexed so far visible to searches (tests, exports
     /// right after an import). A no-op for PostgreSQL.

@@ -22,7 +22,7 @@ use crate::document::{
     MILLISECOND,
 };
 use crate::scroll::{scroll, View};
-use crate::{Document, Page, SearchBackend, SearchError};
+use crate::{Document, JsonDocument, Page, SearchBackend, SearchError};
 
 const BACKEND: &str = "postgres";
 
@@ -566,6 +566,14 @@ impl SearchBackend for PostgresBackend {
         _service: Service,
         _docs: &'a [Document],
     ) -> BoxFuture<'a, Result<(), SearchError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn index_json(
+        &self,
+        _service: Service,
+        _docs: Vec<JsonDocument>,
+    ) -> BoxFuture<'_, Result<(), SearchError>> {
         Box::pin(async { Ok(()) })
     }
 

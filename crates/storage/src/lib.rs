@@ -469,6 +469,39 @@ impl Storage {
         Ok(found)
     }
 
+    /// Starts a multipart upload of `key` and leaves it unfinished, as a
+    /// process killed mid-upload does. Returns its upload id. For tests.
+    #[cfg(feature = "testing")]
+    pub async fn start_unfinished_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<String, StorageError> {
+        let handle = self.object(bucket, key)?;
+        handle
+            .initiate_multipart_upload(key, "application/octet-stream")
+            .await
+            .map(|started| started.upload_id)
+            .map_err(|e| error::map(e, "starting an upload of", bucket, Some(key)))
+    }
+
+    /// Deletes an empty bucket. For tests.
+    #[cfg(feature = "testing")]
+    pub async fn delete_bucket(&self, bucket: &str) -> Result<(), StorageError> {
+        let handle = self.bucket(bucket)?;
+        handle
+            .delete()
+            .await
+            .map(drop)
+            .map_err(|e| error::map(e, "deleting", bucket, None))?;
+        self.inner
+            .buckets
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(bucket);
+        Ok(())
+    }
+
     /// Aborts a pending multipart upload, freeing its parts.
     pub async fn abort_upload(
         &self,

@@ -365,35 +365,12 @@ async fn pending_uploads_lists_an_unfinished_upload_until_it_is_aborted() {
     let s = storage();
     let p = prefix();
     let key = format!("{p}unfinished.csv");
-    let cfg = config();
-    let raw = s3::Bucket::new(
-        &bucket(),
-        s3::Region::Custom {
-            region: cfg.region.clone(),
-            endpoint: cfg.endpoint.clone().unwrap(),
-        },
-        s3::creds::Credentials::new(
-            cfg.access_key_id.as_deref(),
-            cfg.secret_access_key.as_deref(),
-            None,
-            None,
-            None,
-        )
-        .unwrap(),
-    )
-    .unwrap()
-    .with_path_style();
-    let started = raw
-        .initiate_multipart_upload(&key, "text/csv")
-        .await
-        .unwrap();
+    let upload_id = s.start_unfinished_upload(&bucket(), &key).await.unwrap();
     let pending = s.pending_uploads(&bucket(), &p).await.unwrap();
     assert_eq!(pending.len(), 1, "{pending:?}");
     assert_eq!(pending[0].key, key);
-    assert_eq!(pending[0].upload_id, started.upload_id);
-    s.abort_upload(&bucket(), &key, &started.upload_id)
-        .await
-        .unwrap();
+    assert_eq!(pending[0].upload_id, upload_id);
+    s.abort_upload(&bucket(), &key, &upload_id).await.unwrap();
     assert_eq!(s.pending_uploads(&bucket(), &p).await.unwrap(), vec![]);
 }
 
@@ -501,26 +478,7 @@ async fn ensure_bucket_creates_once_and_is_idempotent() {
     assert_eq!(s.head(&fresh, "k").await.unwrap().unwrap().size, 1);
     s.delete(&fresh, "k").await.unwrap();
 
-    // Remove the bucket (not something the crate offers).
-    let cfg = config();
-    let raw = s3::Bucket::new(
-        &fresh,
-        s3::Region::Custom {
-            region: cfg.region.clone(),
-            endpoint: cfg.endpoint.clone().unwrap(),
-        },
-        s3::creds::Credentials::new(
-            cfg.access_key_id.as_deref(),
-            cfg.secret_access_key.as_deref(),
-            None,
-            None,
-            None,
-        )
-        .unwrap(),
-    )
-    .unwrap()
-    .with_path_style();
-    raw.delete().await.unwrap();
+    s.delete_bucket(&fresh).await.unwrap();
     assert!(!s.bucket_exists(&fresh).await.unwrap());
 }
 

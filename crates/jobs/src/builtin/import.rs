@@ -25,12 +25,11 @@ use connectra_domain::import::{FatalImportError, HeaderPlan};
 use connectra_domain::job::{InsertCsvFileData, JobResponse, MAX_RUNTIME_ERRORS};
 use connectra_domain::Service;
 use connectra_persistence::jobs::Progress;
-use connectra_persistence::records::{RecordBatch, RecordWriter, Rejection};
-use connectra_search::{Document, SearchBackend};
+use connectra_persistence::records::{RecordBatch, RecordWriter, Rejection, StoredRecord};
+use connectra_search::{JsonDocument, SearchBackend};
 use connectra_storage::{ByteStream, StorageError};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -265,26 +264,24 @@ async fn finish_oldest(
 
 async fn index_documents(
     search: &dyn SearchBackend,
-    docs: Vec<(Service, Value)>,
+    docs: Vec<StoredRecord>,
 ) -> anyhow::Result<()> {
     // moved, not copied: a batch's documents are the import's largest allocation
-    let (companies, contacts): (Vec<_>, Vec<_>) =
-        docs.into_iter().partition(|(s, _)| *s == Service::Company);
+    let (companies, contacts): (Vec<_>, Vec<_>) = docs
+        .into_iter()
+        .partition(|d| d.service == Service::Company);
     for (service, docs) in [(Service::Company, companies), (Service::Contact, contacts)] {
-        let batch: Vec<Document> = docs
+        let batch: Vec<JsonDocument> = docs
             .into_iter()
-            .filter_map(|(_, d)| match d {
-                Value::Object(m) => Some(m),
-                _ => None,
+            .map(|d| JsonDocument {
+                uuid: d.uuid,
+                json: d.json,
             })
             .collect();
-        if !batch.is_empty() {
-            search.index(service, &batch).await.with_context(|| {
-                format!(
-                    "indexing {} {service} records into {}",
-                    batch.len(),
-                    search.name()
-                )
+        let n = batch.len();
+        if n > 0 {
+            search.index_json(service, batch).await.with_context(|| {
+                format!("indexing {n} {service} records into {}", search.name())
             })?;
         }
     }

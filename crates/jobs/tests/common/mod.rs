@@ -38,32 +38,6 @@ pub fn bucket() -> String {
     env("S3_BUCKET", "connectra")
 }
 
-/// Starts a multipart upload of `key` and leaves it unfinished, as a runner
-/// killed mid-upload does. Returns its upload id.
-pub async fn start_unfinished_upload(key: &str) -> String {
-    let raw = s3::Bucket::new(
-        &bucket(),
-        s3::Region::Custom {
-            region: env("S3_REGION", "us-east-1"),
-            endpoint: env("S3_ENDPOINT", "http://127.0.0.1:8333"),
-        },
-        s3::creds::Credentials::new(
-            Some(&env("S3_ACCESS_KEY_ID", "testaccess")),
-            Some(&env("S3_SECRET_ACCESS_KEY", "testsecret123")),
-            None,
-            None,
-            None,
-        )
-        .unwrap(),
-    )
-    .unwrap()
-    .with_path_style();
-    raw.initiate_multipart_upload(key, "text/csv")
-        .await
-        .unwrap()
-        .upload_id
-}
-
 pub struct Harness {
     pub db: TestDb,
     pub repo: JobRepo,
