@@ -183,33 +183,71 @@ async fn health() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok", "success": true}))
 }
 
+/// How long `/ready` waits for each dependency: a probe must answer fast,
+/// and a dependency that hangs is as unready as one that refuses.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// `check`, or a sentence naming `what` if it takes longer than [`READY_TIMEOUT`].
+async fn within<T>(
+    what: &str,
+    check: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    actix_web::rt::time::timeout(READY_TIMEOUT, check)
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "{what} did not answer within {} s",
+                READY_TIMEOUT.as_secs()
+            ))
+        })
+}
+
 async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let s3_check = async {
         match &state.s3 {
             None => None,
-            Some(s3) => Some(match s3.storage.bucket_exists(&s3.default_bucket).await {
-                Ok(true) => Ok(()),
-                Ok(false) => Err(format!(
-                    "the S3 bucket '{}' does not exist",
-                    s3.default_bucket
-                )),
-                Err(e) => Err(format!("S3 does not answer: {e}")),
-            }),
+            Some(s3) => Some(
+                within("S3", async {
+                    match s3.storage.bucket_exists(&s3.default_bucket).await {
+                        Ok(true) => Ok(()),
+                        Ok(false) => Err(format!(
+                            "the S3 bucket '{}' does not exist",
+                            s3.default_bucket
+                        )),
+                        Err(e) => Err(format!("S3 does not answer: {e}")),
+                    }
+                })
+                .await,
+            ),
         }
     };
     let search_check = async {
         match state.search.name() {
             "postgres" => None, // the database check covers it
-            name => Some((name, state.search.ping().await)),
+            name => Some((
+                name,
+                within(name, async {
+                    state.search.ping().await.map_err(|e| e.to_string())
+                })
+                .await,
+            )),
         }
     };
-    let (database, s3, search) = futures::join!(state.inner.repo.ping(), s3_check, search_check);
+    let database_check = within("the database", async {
+        state
+            .inner
+            .repo
+            .ping()
+            .await
+            .map_err(|e| format!("the database does not answer: {e}"))
+    });
+    let (database, s3, search) = futures::join!(database_check, s3_check, search_check);
     let mut checks = serde_json::Map::new();
     let mut problems = Vec::new();
     match database {
         Ok(()) => checks.insert("database".into(), json!("ok")),
-        Err(e) => {
-            problems.push(format!("the database does not answer: {e}"));
+        Err(problem) => {
+            problems.push(problem);
             checks.insert("database".into(), json!("unavailable"))
         }
     };
@@ -228,8 +266,8 @@ async fn ready(state: web::Data<AppState>) -> HttpResponse {
         Some((name, Ok(()))) => {
             checks.insert(name.into(), json!("ok"));
         }
-        Some((name, Err(e))) => {
-            problems.push(format!("{e}"));
+        Some((name, Err(problem))) => {
+            problems.push(problem);
             checks.insert(name.into(), json!("unavailable"));
         }
     }

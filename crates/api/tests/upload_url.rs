@@ -36,6 +36,18 @@ fn state(db: &TestDb, prefix: &str) -> AppState {
     base_state(db).with_storage(storage(), bucket(), prefix.to_string())
 }
 
+/// A client of an S3 endpoint other than the test stack's.
+fn storage_at(endpoint: &str) -> Storage {
+    Storage::new(&S3Config {
+        endpoint: Some(endpoint.into()),
+        region: "us-east-1".into(),
+        access_key_id: Some("x".into()),
+        secret_access_key: Some("y".into()),
+        path_style: true,
+    })
+    .unwrap()
+}
+
 fn test_prefix() -> String {
     format!("api-tests/{}/uploads", uuid::Uuid::new_v4())
 }
@@ -202,15 +214,8 @@ async fn ready_checks_s3_when_it_is_configured() {
     assert!(body["error"].as_str().unwrap().contains(&missing), "{body}");
 
     // So does an S3 that does not answer.
-    let dead = Storage::new(&S3Config {
-        endpoint: Some("http://127.0.0.1:1".into()),
-        region: "us-east-1".into(),
-        access_key_id: Some("x".into()),
-        secret_access_key: Some("y".into()),
-        path_style: true,
-    })
-    .unwrap();
-    let st = base_state(&db).with_storage(dead, bucket(), "uploads".into());
+    let st =
+        base_state(&db).with_storage(storage_at("http://127.0.0.1:1"), bucket(), "uploads".into());
     let app = test::init_service(App::new().configure(configure(st))).await;
     let (status, body) = read(
         app.call(test::TestRequest::get().uri("/ready").to_request())
@@ -220,4 +225,30 @@ async fn ready_checks_s3_when_it_is_configured() {
     .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["checks"]["s3"], "unavailable");
+
+    // And one that accepts connections but never answers: the probe gives up
+    // after its own short timeout, long before the S3 client's.
+    let hanging = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", hanging.local_addr().unwrap());
+    let st = base_state(&db).with_storage(storage_at(&endpoint), bucket(), "uploads".into());
+    let app = test::init_service(App::new().configure(configure(st))).await;
+    let (status, body) = read(
+        app.call(test::TestRequest::get().uri("/ready").to_request())
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        body["checks"],
+        json!({"database": "ok", "s3": "unavailable"})
+    );
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("S3 did not answer within 3 s"),
+        "{body}"
+    );
+    drop(hanging);
 }
