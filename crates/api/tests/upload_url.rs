@@ -36,6 +36,17 @@ fn state(db: &TestDb, prefix: &str) -> AppState {
     base_state(db).with_storage(storage(), bucket(), prefix.to_string())
 }
 
+/// `GET /ready` on an app made from `st`.
+async fn ready_of(st: AppState) -> (StatusCode, serde_json::Value) {
+    let app = test::init_service(App::new().configure(configure(st))).await;
+    read(
+        app.call(test::TestRequest::get().uri("/ready").to_request())
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
 /// A client of an S3 endpoint other than the test stack's.
 fn storage_at(endpoint: &str) -> Storage {
     Storage::new(&S3Config {
@@ -185,26 +196,14 @@ async fn without_s3_the_upload_url_is_503_and_ready_checks_only_the_database() {
 #[actix_web::test]
 async fn ready_checks_s3_when_it_is_configured() {
     let db = TestDb::new().await;
-    let app = test::init_service(App::new().configure(configure(state(&db, &test_prefix())))).await;
-    let (status, body) = read(
-        app.call(test::TestRequest::get().uri("/ready").to_request())
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = ready_of(state(&db, &test_prefix())).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["checks"], json!({"database": "ok", "s3": "ok"}));
 
     // A bucket that does not exist makes the service unready.
     let missing = format!("connectra-missing-{}", uuid::Uuid::new_v4().simple());
     let st = base_state(&db).with_storage(storage(), missing.clone(), "uploads".into());
-    let app = test::init_service(App::new().configure(configure(st))).await;
-    let (status, body) = read(
-        app.call(test::TestRequest::get().uri("/ready").to_request())
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = ready_of(st).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
         body["checks"],
@@ -216,13 +215,7 @@ async fn ready_checks_s3_when_it_is_configured() {
     // So does an S3 that does not answer.
     let st =
         base_state(&db).with_storage(storage_at("http://127.0.0.1:1"), bucket(), "uploads".into());
-    let app = test::init_service(App::new().configure(configure(st))).await;
-    let (status, body) = read(
-        app.call(test::TestRequest::get().uri("/ready").to_request())
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = ready_of(st).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["checks"]["s3"], "unavailable");
 
@@ -231,13 +224,7 @@ async fn ready_checks_s3_when_it_is_configured() {
     let hanging = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("http://{}", hanging.local_addr().unwrap());
     let st = base_state(&db).with_storage(storage_at(&endpoint), bucket(), "uploads".into());
-    let app = test::init_service(App::new().configure(configure(st))).await;
-    let (status, body) = read(
-        app.call(test::TestRequest::get().uri("/ready").to_request())
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = ready_of(st).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
         body["checks"],
