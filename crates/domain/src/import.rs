@@ -78,6 +78,9 @@ pub struct Row {
 pub struct ParsedLine {
     pub record: Row,
     pub company: Option<Row>,
+    /// A `uuid` or `company_uuid` cell was not a uuid, so the natural key
+    /// gave the uuid instead (spec §2). Imports count these lines.
+    pub uuid_replaced: bool,
 }
 
 /// A problem that stops the whole import.
@@ -303,6 +306,7 @@ impl HeaderPlan {
                 Target::Ignored => {}
             }
         }
+        let uuid_replaced = bad_uuid.is_some() || bad_company_uuid.is_some();
         let company = if company.iter().any(Option::is_some) {
             Some(
                 finish_company(&self.company_columns, company, true)
@@ -326,7 +330,11 @@ impl HeaderPlan {
             Service::Contact => finish_contact(&self.columns, cells, company.as_ref()),
         }
         .map_err(|e| naming_bad_uuid(e, bad_uuid))?;
-        Ok(ParsedLine { record, company })
+        Ok(ParsedLine {
+            record,
+            company,
+            uuid_replaced,
+        })
     }
 }
 
@@ -577,14 +585,11 @@ mod tests {
                 .to_string(),
             u
         );
-        // an invalid uuid falls back to the natural key (spec §2) ...
-        assert_eq!(
-            parse(&p2, &["nope", "ann@example.com"])
-                .unwrap()
-                .record
-                .uuid,
-            a.uuid
-        );
+        // an invalid uuid falls back to the natural key (spec §2), and says so ...
+        let replaced = parse(&p2, &["nope", "ann@example.com"]).unwrap();
+        assert_eq!(replaced.record.uuid, a.uuid);
+        assert!(replaced.uuid_replaced);
+        assert!(!parse(&p2, &[u, "ann@example.com"]).unwrap().uuid_replaced);
         // ... and without one the rejection names both reasons
         let p4 = plan(&["uuid", "title"]);
         let err = parse(&p4, &["nope", "CTO"]).unwrap_err();
@@ -593,6 +598,7 @@ mod tests {
         // the same for a contact's company
         let p5 = plan(&["email", "company_uuid", "company_name"]);
         let row = parse(&p5, &["ann@example.com", "nope", "ACME"]).unwrap();
+        assert!(row.uuid_replaced);
         assert_eq!(row.company.unwrap().uuid, v5("company", "name:acme"));
         let p6 = plan(&["email", "company_uuid"]);
         let err = parse(&p6, &["ann@example.com", "nope"]).unwrap_err();

@@ -188,6 +188,60 @@ async fn bad_rows_are_reported_line_by_line_and_every_good_row_is_loaded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_uuid_cell_falls_back_to_the_natural_key_and_is_counted() {
+    let mut h = Harness::new(false).await;
+    h.start(2); // the count crosses batches
+    let given = "0b7e4a54-3f0c-4d51-a2b1-5c9d7e1f2a3b";
+    let csv = format!(
+        "uuid,email,title\n\
+         {given},given@example.com,CEO\n\
+         not-a-uuid,ann@example.com,CTO\n\
+         ,bob@example.com,CFO\n\
+         12345,cy@example.com,COO\n\
+         also-bad,,VP\n"
+    );
+    let key = h.upload("uuids.csv", csv.as_bytes()).await;
+    let job = h.import(&key).await;
+    assert_eq!(job.status, "completed", "{:?}", job.job_response);
+    assert_eq!(job.rows_processed, 4);
+    assert_eq!(job.rows_rejected, 1, "no uuid and no natural key");
+    assert_eq!(job.job_response["rows_uuid_replaced"], 2);
+    let messages = job.job_response["messages"].as_str().unwrap();
+    assert!(
+        messages.contains("2 had a uuid cell that is not a uuid"),
+        "{messages}"
+    );
+    let errors = job.job_response["runtime_errors"].to_string();
+    assert!(
+        errors.contains("line 6") && errors.contains("'also-bad' is not a uuid"),
+        "{errors}"
+    );
+    // the valid uuid was kept; the invalid ones got the same uuid an import
+    // without a uuid column gives (the natural key's)
+    assert_eq!(
+        count(
+            &h.pool(),
+            &format!("SELECT count(*) AS n FROM contacts WHERE uuid = '{given}' AND email = 'given@example.com'")
+        )
+        .await,
+        1
+    );
+    let again = h
+        .upload(
+            "no-uuids.csv",
+            b"email,title\nann@example.com,CTO\ncy@example.com,COO\n",
+        )
+        .await;
+    assert_eq!(h.import(&again).await.status, "completed");
+    assert_eq!(
+        count(&h.pool(), "SELECT count(*) AS n FROM contacts").await,
+        4,
+        "re-importing by natural key duplicates nothing"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bom_quoted_newlines_and_non_latin_names_survive_byte_exact() {
     let mut h = Harness::new(false).await;
     h.start(500);

@@ -47,6 +47,10 @@ struct Checkpoint {
     next_byte: u64,
     rows_processed: i64,
     rows_rejected: i64,
+    /// Loaded rows whose `uuid`/`company_uuid` cell was not a uuid (keyed by
+    /// their natural key instead).
+    #[serde(default)]
+    uuids_replaced: i64,
 }
 
 /// A parsed batch and where the file stands after it.
@@ -55,6 +59,7 @@ struct Parsed {
     service: Service,
     batch: RecordBatch,
     accepted: i64,
+    uuids_replaced: i64,
     after: (u64, u64),
 }
 
@@ -155,10 +160,20 @@ pub(super) async fn run(ctx: JobContext, deps: Arc<BuiltinDeps>) -> anyhow::Resu
         write_error_report(&deps, &writer, &bucket, &report_key).await?;
         response.error_report_s3_key = Some(report_key);
     }
-    response.messages = Some(format!(
+    let mut messages = format!(
         "imported {} rows from '{location}'; {rejected} rejected",
         done.rows_processed
-    ));
+    );
+    if done.uuids_replaced > 0 {
+        messages.push_str(&format!(
+            "; {} had a uuid cell that is not a uuid and were keyed by their natural key",
+            done.uuids_replaced
+        ));
+    }
+    response.messages = Some(messages);
+    response
+        .extra
+        .insert("rows_uuid_replaced".into(), done.uuids_replaced.into());
     response
         .extra
         .insert("rows_processed".into(), done.rows_processed.into());
@@ -206,6 +221,7 @@ async fn write_batches(
                 next_byte: parsed.after.1,
                 rows_processed: dispatched.rows_processed + parsed.accepted,
                 rows_rejected: dispatched.rows_rejected + parsed.batch.rejections.len() as i64,
+                uuids_replaced: dispatched.uuids_replaced + parsed.uuids_replaced,
             };
             let search = deps.search.clone();
             let task = tokio::spawn(async move {
@@ -362,6 +378,7 @@ fn parse_inner(
     };
     let mut batch = RecordBatch::default();
     let mut accepted = 0i64;
+    let mut uuids_replaced = 0i64;
     loop {
         let more = reader
             .read_byte_record(&mut record)
@@ -373,6 +390,7 @@ fn parse_inner(
                     batch.records.push(parsed.record);
                     batch.companies.extend(parsed.company);
                     accepted += 1;
+                    uuids_replaced += i64::from(parsed.uuid_replaced);
                 }
                 Err(reason) => batch.rejections.push(Rejection {
                     line: line as i64,
@@ -388,9 +406,11 @@ fn parse_inner(
                 service: plan.service,
                 batch: std::mem::take(&mut batch),
                 accepted,
+                uuids_replaced,
                 after: (line_base + pos.line(), byte_base + pos.byte()),
             };
             accepted = 0;
+            uuids_replaced = 0;
             if tx.blocking_send(Ok(parsed)).is_err() {
                 return Ok(()); // the writer stopped (cancelled or failed)
             }
