@@ -31,12 +31,24 @@ pub(crate) fn spawn_listener(
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(100);
         while !shutdown.is_cancelled() {
-            let mut listened = false;
-            match listen(&database_url, &wake, &on_cancel, &shutdown, &mut listened).await {
+            let mut listening_since = None;
+            match listen(
+                &database_url,
+                &wake,
+                &on_cancel,
+                &shutdown,
+                &mut listening_since,
+            )
+            .await
+            {
                 Ok(()) => return,
                 Err(e) => {
-                    if listened {
-                        // it had been working: a new outage starts the backoff over
+                    // A connection that worked for a while makes this a new
+                    // outage: the backoff starts over. One dropped at once
+                    // (a flapping server or proxy) keeps backing off.
+                    if listening_since
+                        .is_some_and(|t: std::time::Instant| t.elapsed() >= PING_EVERY)
+                    {
                         backoff = Duration::from_millis(100);
                     }
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64,
@@ -65,7 +77,7 @@ async fn listen(
     wake: &Notify,
     on_cancel: &OnCancel,
     shutdown: &CancellationToken,
-    listened: &mut bool,
+    listening_since: &mut Option<std::time::Instant>,
 ) -> Result<(), ListenError> {
     let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
     // The connection object yields notifications; poll it in this task.
@@ -81,7 +93,7 @@ async fn listen(
             done = async { pending.as_mut().expect("guarded").await }, if pending.is_some() => {
                 pending = None;
                 done?;
-                *listened = true;
+                listening_since.get_or_insert_with(std::time::Instant::now);
                 tracing::debug!(channel = JOBS_CHANNEL, "listening for new jobs");
                 // catch up on anything that arrived while we were not listening
                 wake.notify_one();

@@ -157,6 +157,9 @@ struct Shared {
     /// renews. A job leaves it once its outcome is written, or could not be,
     /// so that a job this runner lost track of expires and is rescued.
     held: Mutex<std::collections::HashSet<i64>>,
+    /// Cancel requests for held jobs that were started in the database but
+    /// whose handler is not registered in `running` yet; taken when it is.
+    early_cancels: Mutex<std::collections::HashSet<i64>>,
     /// Cancelled when the grace period ends: every handler's token is a child.
     stop_handlers: CancellationToken,
     counters: Counters,
@@ -174,17 +177,48 @@ impl Shared {
     /// A cancel request for job `id` arrived: stop its handler if it runs here.
     /// (A job with a cancel request is never claimed again, so whichever
     /// attempt runs here is the one to stop.)
+    ///
+    /// Locks are taken in the order `running`, `held`, `early_cancels`, so a
+    /// request that races the handler's registration is never lost.
     fn cancel_requested(&self, id: i64) {
-        if let Some(r) = self.running().get_mut(&id) {
+        let mut running = self.running();
+        if let Some(r) = running.get_mut(&id) {
             r.cancel_by_request(id);
+        } else if self.held().contains(&id) {
+            // started a moment ago: `run_started` takes it on registering
+            self.early_cancels().insert(id);
         }
+    }
+
+    /// Registers a started job's handler, taking a cancel request that
+    /// arrived between its start in the database and now.
+    fn register_running(&self, id: i64, attempt: i32, token: CancellationToken) {
+        let mut running = self.running();
+        let mut entry = Running {
+            attempt,
+            since: Instant::now(),
+            token,
+            user_cancelled: false,
+            lost: false,
+            abort: None,
+        };
+        if self.early_cancels().remove(&id) {
+            entry.cancel_by_request(id);
+        }
+        running.insert(id, entry);
+    }
+
+    fn early_cancels(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<i64>> {
+        self.early_cancels.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The job's outcome is written (or given up on): stop renewing its lease.
     fn let_go(&self, ids: impl IntoIterator<Item = i64>) {
         let mut held = self.held();
+        let mut early = self.early_cancels();
         for id in ids {
             held.remove(&id);
+            early.remove(&id);
         }
     }
 }
@@ -245,6 +279,7 @@ impl Runner {
                 id: id.into(),
                 running: Mutex::new(HashMap::new()),
                 held: Mutex::new(std::collections::HashSet::new()),
+                early_cancels: Mutex::new(std::collections::HashSet::new()),
                 stop_handlers: CancellationToken::new(),
                 counters: Counters::default(),
             }),
@@ -548,17 +583,7 @@ async fn run_started(s: &Arc<Shared>, job: Job) -> Finished {
         };
     };
     let token = s.stop_handlers.child_token();
-    s.running().insert(
-        job.id,
-        Running {
-            attempt: job.attempts,
-            since: Instant::now(),
-            token: token.clone(),
-            user_cancelled: false,
-            lost: false,
-            abort: None,
-        },
-    );
+    s.register_running(job.id, job.attempts, token.clone());
     let job = Arc::new(job);
     let ctx = JobContext::new(job.clone(), s.repo.clone(), s.id.clone(), token);
     let task = tokio::spawn(handler.run(ctx));
@@ -813,5 +838,59 @@ async fn rescue(s: Arc<Shared>, wake: Arc<Notify>, stop: CancellationToken) {
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "rescuing expired jobs failed"),
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn shared() -> Arc<Shared> {
+        // the pool connects lazily; these tests never reach a database
+        let pool = connectra_persistence::build_pool("postgres://x@127.0.0.1:1/none", 1).unwrap();
+        Runner::new(
+            JobRepo::new(pool),
+            Registry::new(),
+            RunnerConfig::new(Mode::FirstTime),
+        )
+        .shared
+    }
+
+    #[test]
+    fn a_cancel_request_that_races_the_handlers_registration_is_kept() {
+        let s = shared();
+        s.held().insert(7);
+        // the NOTIFY comes after the start, before the handler is registered
+        s.cancel_requested(7);
+        let token = CancellationToken::new();
+        s.register_running(7, 1, token.clone());
+        assert!(token.is_cancelled());
+        assert!(s.running()[&7].user_cancelled);
+        assert!(s.early_cancels().is_empty());
+    }
+
+    #[test]
+    fn a_cancel_request_for_a_job_held_elsewhere_is_ignored() {
+        let s = shared();
+        s.cancel_requested(8);
+        assert!(s.early_cancels().is_empty());
+        let token = CancellationToken::new();
+        s.register_running(8, 1, token.clone());
+        assert!(!token.is_cancelled());
+        // and one for a running job stops it at once
+        s.cancel_requested(8);
+        assert!(token.is_cancelled());
+        assert!(s.running()[&8].user_cancelled);
+    }
+
+    #[test]
+    fn letting_a_job_go_drops_its_pending_cancel() {
+        let s = shared();
+        s.held().insert(9);
+        s.cancel_requested(9);
+        s.let_go([9]);
+        assert!(s.early_cancels().is_empty());
+        assert!(!s.held().contains(&9));
     }
 }
