@@ -64,7 +64,9 @@ pub struct RunnerConfig {
     pub stop_timeout: Duration,
     /// Rescues of a job whose runner died before the job fails for good.
     pub max_rescues: i32,
-    /// Where to `LISTEN` for new jobs; `None` relies on the ticker alone.
+    /// Where to `LISTEN` for new jobs and cancel requests (the database's
+    /// URL). `None` relies on the ticker for new jobs and on lease renewals
+    /// (every third of `lease`) for cancel requests.
     pub listen_url: Option<String>,
 }
 
