@@ -8,6 +8,7 @@ mod common;
 
 use common::{bucket, count, strings, Harness};
 use connectra_search::{PostgresBackend, SearchBackend};
+use diesel_async::RunQueryDsl;
 use serde_json::{json, Value};
 
 const CONTACTS: &str = "\
@@ -238,6 +239,43 @@ async fn an_invalid_uuid_cell_falls_back_to_the_natural_key_and_is_counted() {
         4,
         "re-importing by natural key duplicates nothing"
     );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_resumes_from_a_checkpoint_written_before_uuid_counting_existed() {
+    let mut h = Harness::new(false).await;
+    let head = "uuid,email,title\nnope-1,a@example.com,A\n,b@example.com,B\n";
+    let tail = "nope-3,c@example.com,C\n,d@example.com,D\n";
+    let key = h
+        .upload("resume.csv", format!("{head}{tail}").as_bytes())
+        .await;
+    let job = h.create("insert_csv_file", json!({ "s3_key": key })).await;
+    // as a runner that died after the first two rows would have left it,
+    // in the checkpoint's earlier shape (no `uuids_replaced`)
+    let checkpoint = json!({
+        "next_line": 4, "next_byte": head.len(), "rows_processed": 2, "rows_rejected": 0
+    });
+    let mut conn = h.pool().get().await.unwrap();
+    diesel::sql_query(format!(
+        "UPDATE jobs SET checkpoint = '{checkpoint}'::jsonb WHERE id = {}",
+        job.id
+    ))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    drop(conn);
+    h.start(500);
+    let done = h.wait(&job).await;
+    assert_eq!(done.status, "completed", "{:?}", done.job_response);
+    assert_eq!(done.rows_processed, 4);
+    // only the rows after the checkpoint were read: the first two are not in
+    // the database, and only the third row's bad uuid is counted
+    assert_eq!(
+        strings(&h.pool(), "SELECT email AS s FROM contacts ORDER BY email").await,
+        ["c@example.com", "d@example.com"]
+    );
+    assert_eq!(done.job_response["rows_uuid_replaced"], 1);
     h.stop().await;
 }
 

@@ -87,10 +87,15 @@ pub(super) async fn run(ctx: JobContext, deps: Arc<BuiltinDeps>) -> anyhow::Resu
     if meta.size == 0 {
         anyhow::bail!("the file '{location}' is empty");
     }
-    let start: Checkpoint = ctx
-        .checkpoint()
-        .and_then(|c| serde_json::from_value(c.clone()).ok())
-        .unwrap_or_default();
+    // A checkpoint this version cannot read means starting over: upserts make
+    // that harmless, only slower, so it is logged rather than fatal.
+    let start: Checkpoint = match ctx.checkpoint() {
+        None => Checkpoint::default(),
+        Some(c) => serde_json::from_value(c.clone()).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, checkpoint = %c, "unreadable checkpoint; importing from the start");
+            Checkpoint::default()
+        }),
+    };
 
     let mut writers = Vec::new();
     for _ in 0..writer_count() {
