@@ -282,19 +282,16 @@ impl HeaderPlan {
                 continue;
             }
             match *target {
-                Target::Field(i) => match parse_cell(self.columns[i], header, text) {
-                    Ok(cell) => cells[i] = Some(cell),
-                    Err(e) if self.columns[i].name == "uuid" => bad_uuid = Some(e),
-                    Err(e) => return Err(e),
-                },
+                Target::Field(i) => {
+                    cells[i] = parse_or_note_uuid(self.columns[i], header, text, &mut bad_uuid)?
+                }
                 Target::CompanyField(i) => {
-                    match parse_cell(self.company_columns[i], header, text) {
-                        Ok(cell) => company[i] = Some(cell),
-                        Err(e) if self.company_columns[i].name == "uuid" => {
-                            bad_company_uuid = Some(e)
-                        }
-                        Err(e) => return Err(e),
-                    }
+                    company[i] = parse_or_note_uuid(
+                        self.company_columns[i],
+                        header,
+                        text,
+                        &mut bad_company_uuid,
+                    )?
                 }
                 Target::Extra => match serde_json::from_str::<Value>(text) {
                     Ok(Value::Object(m)) => extra.extend(m),
@@ -335,6 +332,25 @@ impl HeaderPlan {
             company,
             uuid_replaced,
         })
+    }
+}
+
+/// [`parse_cell`], except that a `uuid` cell that is not a uuid does not
+/// reject the row: its reason goes to `bad_uuid` and the cell stays empty,
+/// so the natural key gives the uuid (spec §2).
+fn parse_or_note_uuid(
+    field: &FieldDef,
+    header: &str,
+    text: &str,
+    bad_uuid: &mut Option<String>,
+) -> Result<Option<Cell>, String> {
+    match parse_cell(field, header, text) {
+        Ok(cell) => Ok(Some(cell)),
+        Err(e) if field.name == "uuid" => {
+            *bad_uuid = Some(e);
+            Ok(None)
+        }
+        Err(e) => Err(e),
     }
 }
 

@@ -12,6 +12,8 @@ use tokio::task::JoinHandle;
 use tokio_postgres::{AsyncMessage, NoTls};
 use tokio_util::sync::CancellationToken;
 
+use crate::wake::next_backoff;
+
 /// How often the listener proves its connection is alive.
 const PING_EVERY: Duration = Duration::from_secs(15);
 
@@ -29,37 +31,32 @@ pub(crate) fn spawn_listener(
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff: Option<Duration> = None;
         while !shutdown.is_cancelled() {
             let mut listening_since = None;
-            match listen(
+            let lost = listen(
                 &database_url,
                 &wake,
                 &on_cancel,
                 &shutdown,
                 &mut listening_since,
             )
-            .await
-            {
-                Ok(()) => return,
-                Err(e) => {
-                    // A connection that worked for a while makes this a new
-                    // outage: the backoff starts over. One dropped at once
-                    // (a flapping server or proxy) keeps backing off.
-                    if listening_since
-                        .is_some_and(|t: std::time::Instant| t.elapsed() >= PING_EVERY)
-                    {
-                        backoff = Duration::from_millis(100);
-                    }
-                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64,
-                        "LISTEN connection lost; reconnecting");
-                }
+            .await;
+            let Err(e) = lost else { return };
+            // A connection that worked for a while makes this a new outage:
+            // the backoff starts over. One dropped at once (a flapping server
+            // or proxy) keeps backing off.
+            if listening_since.is_some_and(|t: std::time::Instant| t.elapsed() >= PING_EVERY) {
+                backoff = None;
             }
+            let wait = next_backoff(backoff);
+            backoff = Some(wait);
+            tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64,
+                "LISTEN connection lost; reconnecting");
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(backoff) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     })
 }

@@ -17,7 +17,7 @@ use tracing::Instrument;
 
 use crate::handler::{JobContext, Registry, Stopped};
 use crate::listen::{spawn_listener, OnCancel};
-use crate::wake::{wait_for_work, Wake};
+use crate::wake::{next_backoff, wait_for_work, Wake};
 
 /// Which jobs a runner takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -429,7 +429,7 @@ async fn claim_loop(
                     }
                 }
                 Err(e) => {
-                    let wait = next_claim_retry(retry_in);
+                    let wait = next_backoff(retry_in);
                     retry_in = Some(wait);
                     s.counters.claim_failures.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(error = %e, retry_in_ms = wait.as_millis() as u64,
@@ -442,22 +442,14 @@ async fn claim_loop(
             Mode::Retry => next_due(s).await,
             Mode::FirstTime => None,
         };
-        let due = match (due, retry_in.map(|w| Instant::now() + w)) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        // whichever comes first: a retry falling due, or the next claim attempt
+        let due = [due, retry_in.map(|w| Instant::now() + w)]
+            .into_iter()
+            .flatten()
+            .min();
         if wait_for_work(wake, &mut ticker, due, shutdown).await == Wake::Shutdown {
             return;
         }
-    }
-}
-
-/// The wait before the next claim after a failed one: 100 ms, doubling, at
-/// most 5 s.
-fn next_claim_retry(previous: Option<Duration>) -> Duration {
-    match previous {
-        None => Duration::from_millis(100),
-        Some(p) => (p * 2).min(Duration::from_secs(5)),
     }
 }
 

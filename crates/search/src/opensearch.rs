@@ -285,27 +285,23 @@ fn bulk_item(doc: &Document) -> Result<BulkItem, SearchError> {
     let raw = doc.get("uuid").and_then(Value::as_str).ok_or_else(|| {
         SearchError::InvalidDocument("a document has no 'uuid' string".to_owned())
     })?;
-    let id = uuid::Uuid::parse_str(raw)
-        .map_err(|_| SearchError::InvalidDocument(format!("'uuid' {raw:?} is not a uuid")))?
-        .hyphenated()
-        .to_string();
-    let mut lines = serde_json::to_vec(&json!({ "index": { "_id": id } }))
-        .map_err(|e| SearchError::InvalidDocument(e.to_string()))?;
-    lines.push(b'\n');
-    let written = if raw == id {
-        serde_json::to_writer(&mut lines, doc)
+    let uuid = uuid::Uuid::parse_str(raw)
+        .map_err(|_| SearchError::InvalidDocument(format!("'uuid' {raw:?} is not a uuid")))?;
+    let id = uuid.hyphenated().to_string();
+    // the document as indexed carries the canonical form of its uuid
+    let json = if raw == id {
+        serde_json::to_string(doc)
     } else {
         let mut canonical = doc.clone();
-        canonical.insert("uuid".to_owned(), Value::String(id.clone()));
-        serde_json::to_writer(&mut lines, &canonical)
-    };
-    written.map_err(|e| SearchError::InvalidDocument(e.to_string()))?;
-    lines.push(b'\n');
-    Ok(BulkItem { id, lines })
+        canonical.insert("uuid".to_owned(), Value::String(id));
+        serde_json::to_string(&canonical)
+    }
+    .map_err(|e| SearchError::InvalidDocument(e.to_string()))?;
+    bulk_item_json(JsonDocument { uuid, json })
 }
 
-/// [`bulk_item`] for a document already serialised: its text is copied into
-/// the bulk lines as it is, never parsed.
+/// A document already serialised, as its two bulk lines: its text is copied
+/// in as it is, never parsed. [`bulk_item`] ends here too.
 fn bulk_item_json(doc: JsonDocument) -> Result<BulkItem, SearchError> {
     let id = doc.uuid.hyphenated().to_string();
     if !doc.json.trim_start().starts_with('{') {
