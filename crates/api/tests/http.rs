@@ -8,7 +8,7 @@ mod common;
 use actix_web::dev::Service;
 use actix_web::http::StatusCode;
 use actix_web::{test, App};
-use common::{error_code, read};
+use common::{call, error_code};
 use connectra_api::{configure, AppState};
 use connectra_domain::job::{CreateRules, EXPORT_CSV_FILE, INSERT_CSV_FILE};
 use connectra_persistence::testing::TestDb;
@@ -58,12 +58,7 @@ fn insert_job() -> Value {
 async fn creating_a_job_returns_201_with_the_guides_message_and_the_new_job() {
     let db = TestDb::new().await;
     let app = app!(db);
-    let (status, body) = read(
-        app.call(post("/common/jobs/create", insert_job()).to_request())
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = call(&app, post("/common/jobs/create", insert_job()).to_request()).await;
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(body["message"], "Job created successfully");
     assert_eq!(body["success"], true);
@@ -81,7 +76,7 @@ async fn creating_a_job_returns_201_with_the_guides_message_and_the_new_job() {
         .uri(&uri)
         .insert_header(("X-API-Key", KEY))
         .to_request();
-    let (status, got) = read(app.call(req).await.unwrap()).await;
+    let (status, got) = call(&app, req).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(&got["data"], job);
 }
@@ -107,12 +102,7 @@ async fn list_returns_every_field_of_the_guides_table_newest_first_and_filtered(
         .unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
 
-    let (status, body) = read(
-        app.call(post("/common/jobs", json!({})).to_request())
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = call(&app, post("/common/jobs", json!({})).to_request()).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["success"], true);
     let data = body["data"].as_array().unwrap();
@@ -139,26 +129,22 @@ async fn list_returns_every_field_of_the_guides_table_newest_first_and_filtered(
         );
     }
 
-    let (_, body) = read(
-        app.call(
-            post(
-                "/common/jobs",
-                json!({"job_type": "insert_csv_file", "status": ["open"], "limit": 2}),
-            )
-            .to_request(),
+    let (_, body) = call(
+        &app,
+        post(
+            "/common/jobs",
+            json!({"job_type": "insert_csv_file", "status": ["open"], "limit": 2}),
         )
-        .await
-        .unwrap(),
+        .to_request(),
     )
     .await;
     let data = body["data"].as_array().unwrap();
     assert_eq!(data.len(), 2);
     assert!(data.iter().all(|j| j["job_type"] == "insert_csv_file"));
 
-    let (_, body) = read(
-        app.call(post("/common/jobs", json!({"status": ["completed"]})).to_request())
-            .await
-            .unwrap(),
+    let (_, body) = call(
+        &app,
+        post("/common/jobs", json!({"status": ["completed"]})).to_request(),
     )
     .await;
     assert_eq!(body["data"].as_array().unwrap().len(), 0);
@@ -168,7 +154,7 @@ async fn list_returns_every_field_of_the_guides_table_newest_first_and_filtered(
         .uri("/common/jobs")
         .insert_header(("X-API-Key", KEY))
         .to_request();
-    let (status, body) = read(app.call(req).await.unwrap()).await;
+    let (status, body) = call(&app, req).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["data"].as_array().unwrap().len(), 4);
 }
@@ -196,7 +182,7 @@ async fn a_missing_or_wrong_api_key_gets_401_on_every_protected_route() {
             if let Some(k) = key {
                 req = req.insert_header(("X-API-Key", k));
             }
-            let (status, body) = read(app.call(req.to_request()).await.unwrap()).await;
+            let (status, body) = call(&app, req.to_request()).await;
             assert_eq!(
                 status,
                 StatusCode::UNAUTHORIZED,
@@ -206,12 +192,7 @@ async fn a_missing_or_wrong_api_key_gets_401_on_every_protected_route() {
         }
     }
     // nothing was created by the rejected calls
-    let (_, body) = read(
-        app.call(post("/common/jobs", json!({})).to_request())
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, body) = call(&app, post("/common/jobs", json!({})).to_request()).await;
     assert_eq!(body["data"].as_array().unwrap().len(), 0);
     // the second configured key works too
     let req = test::TestRequest::post()
@@ -289,30 +270,16 @@ async fn each_bad_create_body_gets_its_own_error_code() {
         (json!([1, 2]), "ERR_INVALID_BODY"),
     ];
     for (body, want) in cases {
-        let (status, got) = read(
-            app.call(post("/common/jobs/create", body.clone()).to_request())
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, got) =
+            call(&app, post("/common/jobs/create", body.clone()).to_request()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
         assert_eq!(error_code(&got), want, "{body} -> {got}");
     }
     // the guide's exact sentence
-    let (_, got) = read(
-        app.call(post("/common/jobs/create", json!({})).to_request())
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, got) = call(&app, post("/common/jobs/create", json!({})).to_request()).await;
     assert_eq!(got["error"], "ERR_MISSING_JOB_TYPE: the 'job_type' field is required; specify a valid job type such as 'insert_csv_file' or 'export_csv_file'");
     // and none of them created a job
-    let (_, listed) = read(
-        app.call(post("/common/jobs", json!({})).to_request())
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, listed) = call(&app, post("/common/jobs", json!({})).to_request()).await;
     assert_eq!(listed["data"].as_array().unwrap().len(), 0);
 }
 
@@ -330,69 +297,50 @@ async fn malformed_json_wrong_content_type_and_oversized_bodies_get_json_errors(
         }
         r.to_request()
     };
-    let (status, body) = read(
-        app.call(raw(b"{\"job_type\": ".to_vec(), Some("application/json")))
-            .await
-            .unwrap(),
+    let (status, body) = call(
+        &app,
+        raw(b"{\"job_type\": ".to_vec(), Some("application/json")),
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(error_code(&body), "ERR_INVALID_BODY");
 
-    let (status, body) = read(
-        app.call(raw(
+    let (status, body) = call(
+        &app,
+        raw(
             b"job_type=x".to_vec(),
             Some("application/x-www-form-urlencoded"),
-        ))
-        .await
-        .unwrap(),
+        ),
     )
     .await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert_eq!(error_code(&body), "ERR_UNSUPPORTED_MEDIA_TYPE");
 
-    let (status, body) = read(
-        app.call(raw(insert_job().to_string().into_bytes(), None))
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = call(&app, raw(insert_job().to_string().into_bytes(), None)).await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert_eq!(error_code(&body), "ERR_UNSUPPORTED_MEDIA_TYPE");
 
     let mut big = insert_job();
     big["job_data"]["s3_key"] = json!("x".repeat(LIMIT + 1));
-    let (status, body) = read(
-        app.call(raw(big.to_string().into_bytes(), Some("application/json")))
-            .await
-            .unwrap(),
+    let (status, body) = call(
+        &app,
+        raw(big.to_string().into_bytes(), Some("application/json")),
     )
     .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(error_code(&body), "ERR_PAYLOAD_TOO_LARGE");
 
-    let (status, body) = read(
-        app.call(raw(Vec::new(), Some("application/json")))
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = call(&app, raw(Vec::new(), Some("application/json"))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(error_code(&body), "ERR_INVALID_BODY");
 
-    let (status, body) = read(
-        app.call(raw(b"\xff\xfe".to_vec(), Some("application/json")))
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = call(&app, raw(b"\xff\xfe".to_vec(), Some("application/json"))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(error_code(&body), "ERR_INVALID_BODY");
 
-    let (status, body) = read(
-        app.call(post("/common/jobs", json!({"limit": 101})).to_request())
-            .await
-            .unwrap(),
+    let (status, body) = call(
+        &app,
+        post("/common/jobs", json!({"limit": 101})).to_request(),
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -409,18 +357,17 @@ async fn unknown_jobs_bad_uuids_and_unknown_routes_are_json_404s_and_400s() {
             .insert_header(("X-API-Key", KEY))
             .to_request()
     };
-    let (status, body) = read(
-        app.call(get("/common/jobs/7f1c3f34-7c39-4d62-8e0c-1c5b3f0e8f5e"))
-            .await
-            .unwrap(),
+    let (status, body) = call(
+        &app,
+        get("/common/jobs/7f1c3f34-7c39-4d62-8e0c-1c5b3f0e8f5e"),
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(error_code(&body), "ERR_NOT_FOUND");
-    let (status, body) = read(app.call(get("/common/jobs/not-a-uuid")).await.unwrap()).await;
+    let (status, body) = call(&app, get("/common/jobs/not-a-uuid")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(error_code(&body), "ERR_INVALID_UUID");
-    let (status, body) = read(app.call(get("/nowhere")).await.unwrap()).await;
+    let (status, body) = call(&app, get("/nowhere")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(error_code(&body), "ERR_NOT_FOUND");
 }
@@ -429,15 +376,10 @@ async fn unknown_jobs_bad_uuids_and_unknown_routes_are_json_404s_and_400s() {
 async fn cancelling_an_open_job_fails_it_for_good_and_a_second_cancel_conflicts() {
     let db = TestDb::new().await;
     let app = app!(db);
-    let (_, created) = read(
-        app.call(post("/common/jobs/create", insert_job()).to_request())
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, created) = call(&app, post("/common/jobs/create", insert_job()).to_request()).await;
     let uuid = created["data"]["uuid"].as_str().unwrap().to_string();
     let cancel = || post(&format!("/common/jobs/{uuid}/cancel"), json!({})).to_request();
-    let (status, body) = read(app.call(cancel()).await.unwrap()).await;
+    let (status, body) = call(&app, cancel()).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["data"]["status"], "failed");
     assert_eq!(
@@ -446,7 +388,7 @@ async fn cancelling_an_open_job_fails_it_for_good_and_a_second_cancel_conflicts(
         "a cancelled job is never retried"
     );
     assert_eq!(body["data"]["job_response"]["cancelled"], true);
-    let (status, body) = read(app.call(cancel()).await.unwrap()).await;
+    let (status, body) = call(&app, cancel()).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(error_code(&body), "ERR_CONFLICT");
 }
@@ -455,20 +397,10 @@ async fn cancelling_an_open_job_fails_it_for_good_and_a_second_cancel_conflicts(
 async fn health_needs_no_key_and_ready_checks_the_database() {
     let db = TestDb::new().await;
     let app = app!(db);
-    let (status, body) = read(
-        app.call(test::TestRequest::get().uri("/health").to_request())
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = call(&app, test::TestRequest::get().uri("/health").to_request()).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["status"], "ok");
-    let (status, body) = read(
-        app.call(test::TestRequest::get().uri("/ready").to_request())
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = call(&app, test::TestRequest::get().uri("/ready").to_request()).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["checks"]["database"], "ok");
 }
@@ -488,21 +420,11 @@ async fn ready_reports_503_when_the_database_is_gone() {
         LIMIT,
     );
     let app = test::init_service(App::new().configure(configure(st))).await;
-    let (status, body) = read(
-        app.call(test::TestRequest::get().uri("/ready").to_request())
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = call(&app, test::TestRequest::get().uri("/ready").to_request()).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(error_code(&body), "ERR_UNAVAILABLE");
     // and a request that needs the database is a 503, not a 500
-    let (status, body) = read(
-        app.call(post("/common/jobs", json!({})).to_request())
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = call(&app, post("/common/jobs", json!({})).to_request()).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(error_code(&body), "ERR_UNAVAILABLE");
 }

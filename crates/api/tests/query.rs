@@ -8,10 +8,9 @@ mod common;
 
 use std::process::Command;
 
-use actix_web::dev::Service;
 use actix_web::http::StatusCode;
 use actix_web::{test, App};
-use common::{bucket, error_code, read, storage};
+use common::{bucket, call, error_code, storage};
 use connectra_api::{configure, AppState};
 use connectra_domain::job::{CreateRules, EXPORT_CSV_FILE};
 use connectra_persistence::testing::TestDb;
@@ -76,7 +75,7 @@ async fn search_pages_through_matches_with_search_after_and_honours_select_colum
     let q = json!({"where": {"keyword_match": {"must": {"country": ["USA"]}}},
                    "select_columns": ["email", "first_name"], "order_by": [{"order_by": "email", "order_direction": "desc"}],
                    "limit": 1});
-    let (status, page1) = read(app.call(post("/contacts/search", q.clone())).await.unwrap()).await;
+    let (status, page1) = call(&app, post("/contacts/search", q.clone())).await;
     assert_eq!(status, StatusCode::OK, "{page1}");
     assert_eq!(
         page1["data"],
@@ -84,29 +83,19 @@ async fn search_pages_through_matches_with_search_after_and_honours_select_colum
     );
     let mut q2 = q.clone();
     q2["search_after"] = page1["next_search_after"].clone();
-    let (_, page2) = read(
-        app.call(post("/contacts/search", q2.clone()))
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, page2) = call(&app, post("/contacts/search", q2.clone())).await;
     assert_eq!(
         page2["data"],
         json!([{"email": "a@x.io", "first_name": "Ann"}])
     );
     q2["search_after"] = page2["next_search_after"].clone();
-    let (_, page3) = read(app.call(post("/contacts/search", q2)).await.unwrap()).await;
+    let (_, page3) = call(&app, post("/contacts/search", q2)).await;
     assert_eq!(page3["data"], json!([]));
     assert_eq!(page3["next_search_after"], Value::Null);
     // list any-of, and the company endpoint answers for its own service
-    let (_, sales) = read(app.call(post("/contacts/search", json!({"where": {"keyword_match": {"must": {"departments": ["sales"]}}}, "select_columns": ["uuid"]}))).await.unwrap()).await;
+    let (_, sales) = call(&app, post("/contacts/search", json!({"where": {"keyword_match": {"must": {"departments": ["sales"]}}}, "select_columns": ["uuid"]}))).await;
     assert_eq!(sales["data"].as_array().unwrap().len(), 2);
-    let (status, _) = read(
-        app.call(post("/companies/search", json!({})))
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, _) = call(&app, post("/companies/search", json!({}))).await;
     assert_eq!(status, StatusCode::OK);
 }
 
@@ -114,31 +103,25 @@ async fn search_pages_through_matches_with_search_after_and_honours_select_colum
 async fn bad_queries_get_400s_that_name_the_problem_and_search_needs_a_key() {
     let db = TestDb::new().await;
     let app = test::init_service(App::new().configure(configure(state(&db)))).await;
-    let (status, body) = read(
-        app.call(post(
+    let (status, body) = call(
+        &app,
+        post(
             "/contacts/search",
             json!({"where": {"keyword_match": {"must": {"shoe_size": ["9"]}}}}),
-        ))
-        .await
-        .unwrap(),
+        ),
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(error_code(&body), "ERR_UNKNOWN_FIELD");
     assert!(body["error"].as_str().unwrap().contains("shoe_size"));
-    let (status, body) = read(
-        app.call(post("/companies/search", json!({"limit": 9000})))
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = call(&app, post("/companies/search", json!({"limit": 9000}))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(error_code(&body), "ERR_INVALID_VQL");
     let req = test::TestRequest::post()
         .uri("/contacts/search")
         .set_json(json!({}))
         .to_request();
-    let (status, _) = read(app.call(req).await.unwrap()).await;
+    let (status, _) = call(&app, req).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
@@ -149,12 +132,9 @@ async fn filters_list_values_by_service_key_and_prefix() {
         ('contact', 'country', 'USA'), ('contact', 'country', 'Uganda'), ('contact', 'country', 'Germany'),
         ('contact', 'seniority', 'vp'), ('company', 'country', 'Uruguay')").await;
     let app = test::init_service(App::new().configure(configure(state(&db)))).await;
-    let (status, body) = read(
-        app.call(get(
-            "/common/filters?service=contact&filter_key=country&prefix=u",
-        ))
-        .await
-        .unwrap(),
+    let (status, body) = call(
+        &app,
+        get("/common/filters?service=contact&filter_key=country&prefix=u"),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -162,12 +142,7 @@ async fn filters_list_values_by_service_key_and_prefix() {
         body["data"],
         json!([{"filter_key": "country", "value": "USA"}, {"filter_key": "country", "value": "Uganda"}])
     );
-    let (_, body) = read(
-        app.call(get("/common/filters?service=contact&limit=2"))
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (_, body) = call(&app, get("/common/filters?service=contact&limit=2")).await;
     assert_eq!(body["data"].as_array().unwrap().len(), 2);
     for (uri, want) in [
         ("/common/filters", "ERR_UNKNOWN_SERVICE"),
@@ -185,7 +160,7 @@ async fn filters_list_values_by_service_key_and_prefix() {
             "ERR_INVALID_FILTER",
         ),
     ] {
-        let (status, body) = read(app.call(get(uri)).await.unwrap()).await;
+        let (status, body) = call(&app, get(uri)).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
         assert_eq!(error_code(&body), want, "{uri}");
     }
@@ -210,12 +185,7 @@ async fn a_completed_export_has_a_download_url_that_curl_can_fetch() {
         ),
     )
     .await;
-    let (status, body) = read(
-        app.call(get(&format!("/common/jobs/{job}/download-url")))
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = call(&app, get(&format!("/common/jobs/{job}/download-url"))).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["s3_key"], json!(key));
     let out = Command::new("curl")
@@ -234,21 +204,15 @@ async fn a_completed_export_has_a_download_url_that_curl_can_fetch() {
         ),
     )
     .await;
-    let (status, body) = read(
-        app.call(get(&format!("/common/jobs/{open}/download-url")))
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = call(&app, get(&format!("/common/jobs/{open}/download-url"))).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert!(body["error"].as_str().unwrap().contains("'open'"));
-    let (status, _) = read(
-        app.call(get(&format!(
+    let (status, _) = call(
+        &app,
+        get(&format!(
             "/common/jobs/{}/download-url",
             uuid::Uuid::new_v4()
-        )))
-        .await
-        .unwrap(),
+        )),
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);

@@ -9,10 +9,9 @@ mod common;
 
 use std::process::Command;
 
-use actix_web::dev::Service;
 use actix_web::http::StatusCode;
 use actix_web::{test, App};
-use common::{bucket, error_code, read, storage};
+use common::{bucket, call, error_code, storage};
 use connectra_api::{configure, AppState};
 use connectra_domain::job::{CreateRules, INSERT_CSV_FILE};
 use connectra_persistence::testing::TestDb;
@@ -39,12 +38,7 @@ fn state(db: &TestDb, prefix: &str) -> AppState {
 /// `GET /ready` on an app made from `st`.
 async fn ready_of(st: AppState) -> (StatusCode, serde_json::Value) {
     let app = test::init_service(App::new().configure(configure(st))).await;
-    read(
-        app.call(test::TestRequest::get().uri("/ready").to_request())
-            .await
-            .unwrap(),
-    )
-    .await
+    call(&app, test::TestRequest::get().uri("/ready").to_request()).await
 }
 
 /// A client of an S3 endpoint other than the test stack's.
@@ -74,10 +68,9 @@ async fn the_upload_url_accepts_a_plain_curl_put_of_the_file() {
     let db = TestDb::new().await;
     let prefix = test_prefix();
     let app = test::init_service(App::new().configure(configure(state(&db, &prefix)))).await;
-    let (status, body) = read(
-        app.call(get("/common/upload-url?filename=my%20contacts.csv").to_request())
-            .await
-            .unwrap(),
+    let (status, body) = call(
+        &app,
+        get("/common/upload-url?filename=my%20contacts.csv").to_request(),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -116,10 +109,9 @@ async fn the_upload_url_accepts_a_plain_curl_put_of_the_file() {
     assert_eq!(meta.size, content.len() as u64);
 
     // Two requests for the same name never share a key.
-    let (_, again) = read(
-        app.call(get("/common/upload-url?filename=my%20contacts.csv").to_request())
-            .await
-            .unwrap(),
+    let (_, again) = call(
+        &app,
+        get("/common/upload-url?filename=my%20contacts.csv").to_request(),
     )
     .await;
     assert_ne!(again["s3_key"], body["s3_key"]);
@@ -137,7 +129,7 @@ async fn the_upload_url_needs_an_api_key() {
             .uri("/common/upload-url?filename=a.csv")
             .insert_header(("X-API-Key", "wrong")),
     ] {
-        let (status, body) = read(app.call(req.to_request()).await.unwrap()).await;
+        let (status, body) = call(&app, req.to_request()).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         assert_eq!(error_code(&body), "ERR_UNAUTHORIZED");
     }
@@ -161,13 +153,13 @@ async fn bad_filenames_get_400_json() {
         "/common/upload-url?filename=..".to_string(),
     ];
     for uri in cases {
-        let (status, body) = read(app.call(get(&uri).to_request()).await.unwrap()).await;
+        let (status, body) = call(&app, get(&uri).to_request()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
         assert_eq!(error_code(&body), "ERR_INVALID_FILENAME", "{uri}: {body}");
     }
     // 255 characters is still fine.
     let ok = format!("/common/upload-url?filename={}", "a".repeat(255));
-    let (status, _) = read(app.call(get(&ok).to_request()).await.unwrap()).await;
+    let (status, _) = call(&app, get(&ok).to_request()).await;
     assert_eq!(status, StatusCode::OK);
 }
 
@@ -175,20 +167,10 @@ async fn bad_filenames_get_400_json() {
 async fn without_s3_the_upload_url_is_503_and_ready_checks_only_the_database() {
     let db = TestDb::new().await;
     let app = test::init_service(App::new().configure(configure(base_state(&db)))).await;
-    let (status, body) = read(
-        app.call(get("/common/upload-url?filename=a.csv").to_request())
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = call(&app, get("/common/upload-url?filename=a.csv").to_request()).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["error"], "ERR_UNAVAILABLE: S3 is not configured");
-    let (status, body) = read(
-        app.call(test::TestRequest::get().uri("/ready").to_request())
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (status, body) = call(&app, test::TestRequest::get().uri("/ready").to_request()).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["checks"], json!({"database": "ok"}));
 }

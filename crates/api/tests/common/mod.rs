@@ -25,6 +25,19 @@ pub async fn read(resp: ServiceResponse<impl MessageBody>) -> (StatusCode, Value
     (status, serde_json::from_slice(&body).unwrap())
 }
 
+/// Sends `req` to `app` and reads the answer with [`read`].
+pub async fn call<S, B>(app: &S, req: actix_http::Request) -> (StatusCode, Value)
+where
+    S: actix_web::dev::Service<
+        actix_http::Request,
+        Response = ServiceResponse<B>,
+        Error = actix_web::Error,
+    >,
+    B: MessageBody,
+{
+    read(app.call(req).await.unwrap()).await
+}
+
 /// The `ERR_…` code of an error body; asserts `success: false`.
 pub fn error_code(body: &Value) -> &str {
     assert_eq!(body["success"], json!(false), "{body}");
