@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{bucket, count, env, Harness};
+use common::{bucket, count, env, exec, Harness};
 use connectra_domain::vql::{parse_vql, Purpose};
 use connectra_domain::Service;
 use connectra_search::Document;
@@ -173,13 +173,11 @@ async fn a_retried_export_aborts_the_upload_its_dead_attempt_left_unfinished() {
         .await;
     let key = format!("{}/{}.csv", h.prefix, job.uuid);
     // what a first attempt killed mid-upload leaves behind
-    let mut conn = h.pool().get().await.unwrap();
-    diesel::sql_query("UPDATE jobs SET attempts = 1 WHERE id = $1")
-        .bind::<diesel::sql_types::BigInt, _>(job.id)
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    drop(conn);
+    exec(
+        &h.pool(),
+        &format!("UPDATE jobs SET attempts = 1 WHERE id = {}", job.id),
+    )
+    .await;
     let orphan = h
         .storage
         .start_unfinished_upload(&bucket(), &key)

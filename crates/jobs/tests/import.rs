@@ -6,9 +6,8 @@
 
 mod common;
 
-use common::{bucket, count, strings, Harness};
+use common::{bucket, count, exec, strings, Harness};
 use connectra_search::{PostgresBackend, SearchBackend};
-use diesel_async::RunQueryDsl;
 use serde_json::{json, Value};
 
 const CONTACTS: &str = "\
@@ -256,15 +255,14 @@ async fn an_import_resumes_from_a_checkpoint_written_before_uuid_counting_existe
     let checkpoint = json!({
         "next_line": 4, "next_byte": head.len(), "rows_processed": 2, "rows_rejected": 0
     });
-    let mut conn = h.pool().get().await.unwrap();
-    diesel::sql_query(format!(
-        "UPDATE jobs SET checkpoint = '{checkpoint}'::jsonb WHERE id = {}",
-        job.id
-    ))
-    .execute(&mut conn)
-    .await
-    .unwrap();
-    drop(conn);
+    exec(
+        &h.pool(),
+        &format!(
+            "UPDATE jobs SET checkpoint = '{checkpoint}'::jsonb WHERE id = {}",
+            job.id
+        ),
+    )
+    .await;
     h.start(500);
     let done = h.wait(&job).await;
     assert_eq!(done.status, "completed", "{:?}", done.job_response);

@@ -189,6 +189,12 @@ pub struct N {
     pub n: i64,
 }
 
+/// Runs a statement that returns nothing.
+pub async fn exec(pool: &PgPool, sql: &str) {
+    let mut conn = pool.get().await.unwrap();
+    diesel::sql_query(sql).execute(&mut conn).await.unwrap();
+}
+
 pub async fn count(pool: &PgPool, sql: &str) -> i64 {
     let mut conn = pool.get().await.unwrap();
     diesel::sql_query(sql)
