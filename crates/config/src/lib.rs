@@ -41,6 +41,9 @@ pub struct Settings {
 
     pub parallel_jobs: usize,
     pub batch_size_for_insertion: usize,
+    /// A CSV record larger than this is rejected with its line (and one that
+    /// runs to the end of the file in an open quote fails the import).
+    pub csv_max_record_bytes: usize,
     pub ticker_interval_minutes: u64,
     pub ticker_interval_seconds: Option<u64>,
     pub job_in_queue_size: usize,
@@ -89,6 +92,7 @@ impl Settings {
             .and_then(|b| b.set_default("max_body_bytes", 1024 * 1024))
             .and_then(|b| b.set_default("parallel_jobs", 4))
             .and_then(|b| b.set_default("batch_size_for_insertion", 500))
+            .and_then(|b| b.set_default("csv_max_record_bytes", 1024 * 1024))
             .and_then(|b| b.set_default("ticker_interval_minutes", 5))
             .and_then(|b| b.set_default("job_in_queue_size", 100))
             .and_then(|b| b.set_default("shutdown_grace_seconds", 30))
@@ -123,6 +127,7 @@ impl Settings {
         positive("PARALLEL_JOBS", self.parallel_jobs)?;
         positive("JOB_IN_QUEUE_SIZE", self.job_in_queue_size)?;
         positive("BATCH_SIZE_FOR_INSERTION", self.batch_size_for_insertion)?;
+        positive("CSV_MAX_RECORD_BYTES", self.csv_max_record_bytes)?;
         positive("DATABASE_POOL_SIZE", self.database_pool_size)?;
         positive("MAX_BODY_BYTES", self.max_body_bytes)?;
         if self.ticker_interval() == Duration::ZERO {

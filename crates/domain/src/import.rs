@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::catalogue::{self, FieldDef, FieldKind};
+use crate::limits::{self, quote_cell, MAX_FILTER_VALUE_BYTES, MAX_KEYWORD_BYTES};
 use crate::service::Service;
 
 /// The namespace of record uuids derived from natural keys (UUIDv5).
@@ -81,6 +82,10 @@ pub struct ParsedLine {
     /// A `uuid` or `company_uuid` cell was not a uuid, so the natural key
     /// gave the uuid instead (spec §2). Imports count these lines.
     pub uuid_replaced: bool,
+    /// A filter field (of the record or its company) held a value longer
+    /// than [`MAX_FILTER_VALUE_BYTES`]: it is stored and indexed, but not
+    /// added to `filters_data`. Imports count these lines.
+    pub filter_value_skipped: bool,
 }
 
 /// A problem that stops the whole import.
@@ -186,6 +191,12 @@ impl HeaderPlan {
         let mut targets = Vec::with_capacity(headers.len());
         let mut seen = BTreeMap::new();
         for (i, h) in headers.iter().enumerate() {
+            if limits::has_nul(h) {
+                return Err(FatalImportError(format!(
+                    "the header of column {} contains a NUL byte (0x00)",
+                    i + 1
+                )));
+            }
             if h.is_empty() {
                 return Err(FatalImportError(format!(
                     "column {} has an empty header",
@@ -276,6 +287,11 @@ impl HeaderPlan {
         let mut bad_uuid: Option<String> = None;
         let mut bad_company_uuid: Option<String> = None;
         for ((raw, target), header) in fields.zip(&self.targets).zip(&self.headers) {
+            if raw.contains(&0) {
+                return Err(format!(
+                    "column '{header}' contains a NUL byte (0x00), which cannot be stored"
+                ));
+            }
             let text = std::str::from_utf8(raw)
                 .map_err(|_| format!("column '{header}' is not valid UTF-8"))?;
             if text.trim().is_empty() {
@@ -293,10 +309,12 @@ impl HeaderPlan {
                         &mut bad_company_uuid,
                     )?
                 }
-                Target::Extra => match serde_json::from_str::<Value>(text) {
-                    Ok(Value::Object(m)) => extra.extend(m),
-                    _ => return Err("column 'extra' must hold a JSON object".into()),
-                },
+                Target::Extra => {
+                    match parse_cell(self.columns[extra_pos(&self.columns)], header, text)? {
+                        Cell::Json(m) => extra.extend(*m),
+                        _ => return Err("column 'extra' must hold a JSON object".into()),
+                    }
+                }
                 Target::Unknown => {
                     extra.insert(header.clone(), Value::String(text.to_string()));
                 }
@@ -304,6 +322,8 @@ impl HeaderPlan {
             }
         }
         let uuid_replaced = bad_uuid.is_some() || bad_company_uuid.is_some();
+        let filter_value_skipped = has_long_filter_value(self.service, &self.columns, &cells)
+            || has_long_filter_value(Service::Company, &self.company_columns, &company);
         let company = if company.iter().any(Option::is_some) {
             Some(
                 finish_company(&self.company_columns, company, true)
@@ -315,9 +335,8 @@ impl HeaderPlan {
         } else {
             None
         };
-        let extra_pos = self.columns.len() - 1;
         if !extra.is_empty() {
-            match &mut cells[extra_pos] {
+            match &mut cells[extra_pos(&self.columns)] {
                 Some(Cell::Json(m)) => m.extend(extra),
                 slot => *slot = Some(Cell::Json(Box::new(extra))),
             }
@@ -331,8 +350,39 @@ impl HeaderPlan {
             record,
             company,
             uuid_replaced,
+            filter_value_skipped,
         })
     }
+}
+
+/// Where `extra` is among a service's import columns (the last one).
+fn extra_pos(columns: &[&FieldDef]) -> usize {
+    columns.len() - 1
+}
+
+/// Whether a filter field of `service` holds a value too long for `filters_data`.
+fn has_long_filter_value(service: Service, columns: &[&FieldDef], cells: &[Option<Cell>]) -> bool {
+    let long = |s: &String| s.len() > MAX_FILTER_VALUE_BYTES;
+    columns.iter().zip(cells).any(|(f, cell)| {
+        filter_fields(service).contains(&f.name)
+            && match cell {
+                Some(Cell::Text(s)) => long(s),
+                Some(Cell::List(items)) => items.iter().any(long),
+                _ => false,
+            }
+    })
+}
+
+/// A keyword value longer than [`MAX_KEYWORD_BYTES`] rejects its row.
+fn check_keyword(header: &str, value: &str) -> Result<(), String> {
+    if value.len() > MAX_KEYWORD_BYTES {
+        return Err(format!(
+            "column '{header}': a value of {} bytes is longer than the {MAX_KEYWORD_BYTES} bytes a keyword may hold ({})",
+            value.len(),
+            quote_cell(value)
+        ));
+    }
+    Ok(())
 }
 
 /// [`parse_cell`], except that a `uuid` cell that is not a uuid does not
@@ -366,26 +416,48 @@ fn parse_cell(field: &FieldDef, header: &str, text: &str) -> Result<Cell, String
     let t = text.trim();
     Ok(match field.kind {
         FieldKind::Text => Cell::Text(text.to_string()),
-        FieldKind::Keyword => match field.name {
-            "email" | "domain" => Cell::Text(t.to_lowercase()),
-            _ => Cell::Text(text.to_string()),
-        },
-        FieldKind::KeywordList => Cell::List(split_list(text)),
+        FieldKind::Keyword => {
+            check_keyword(header, text)?;
+            match field.name {
+                "email" | "domain" => Cell::Text(t.to_lowercase()),
+                _ => Cell::Text(text.to_string()),
+            }
+        }
+        FieldKind::KeywordList => {
+            let items = split_list(text);
+            for item in &items {
+                check_keyword(header, item)?;
+            }
+            Cell::List(items)
+        }
         FieldKind::Integer => Cell::Int(
             t.parse::<i32>()
                 .map_err(|_| {
-                    format!("column '{header}': '{t}' is not a whole number in the 32-bit range")
+                    format!(
+                        "column '{header}': {} is not a whole number in the 32-bit range",
+                        quote_cell(t)
+                    )
                 })?
                 .into(),
         ),
-        FieldKind::BigInt => Cell::Int(
-            t.parse::<i64>()
-                .map_err(|_| format!("column '{header}': '{t}' is not a whole number"))?,
-        ),
+        FieldKind::BigInt => {
+            Cell::Int(t.parse::<i64>().map_err(|_| {
+                format!("column '{header}': {} is not a whole number", quote_cell(t))
+            })?)
+        }
         FieldKind::Uuid => Cell::Uuid(
-            Uuid::parse_str(t).map_err(|_| format!("column '{header}': '{t}' is not a uuid"))?,
+            Uuid::parse_str(t)
+                .map_err(|_| format!("column '{header}': {} is not a uuid", quote_cell(t)))?,
         ),
         FieldKind::Json => match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(m))
+                if m.iter()
+                    .any(|(k, v)| limits::has_nul(k) || limits::json_has_nul(v)) =>
+            {
+                return Err(format!(
+                    "column '{header}' holds a NUL character (\\u0000), which cannot be stored"
+                ))
+            }
             Ok(Value::Object(m)) => Cell::Json(Box::new(m)),
             _ => return Err(format!("column '{header}' must hold a JSON object")),
         },
@@ -706,6 +778,63 @@ mod tests {
             cell(&p, &line.record, "title"),
             Some(&Cell::Text("Line one\nline two, \"quoted\"".into()))
         );
+    }
+
+    #[test]
+    fn values_no_store_can_hold_reject_their_row_naming_the_column() {
+        let p = plan(&["email", "title", "country", "departments", "extra"]);
+        let err = parse(&p, &["a@x.io", "CT\0O", "", "", ""]).unwrap_err();
+        assert!(
+            err.contains("column 'title'") && err.contains("NUL"),
+            "{err}"
+        );
+        let err = parse(&p, &["a@x.io", "", "", "", "{\"k\": \"v\\u0000\"}"]).unwrap_err();
+        assert!(
+            err.contains("column 'extra'") && err.contains("NUL"),
+            "{err}"
+        );
+        let long = "x".repeat(MAX_KEYWORD_BYTES + 1);
+        let err = parse(&p, &["a@x.io", "", &long, "", ""]).unwrap_err();
+        assert!(
+            err.contains("column 'country'") && err.contains("8192 bytes"),
+            "{err}"
+        );
+        assert!(err.len() < 400, "the reason quotes only the start: {err}");
+        let err = parse(&p, &["a@x.io", "", "", &format!("Sales; {long}"), ""]).unwrap_err();
+        assert!(err.contains("column 'departments'"), "{err}");
+        // text fields keep long values; a keyword at the limit is fine
+        let ok = parse(
+            &p,
+            &[
+                "a@x.io",
+                &"t".repeat(40_000),
+                &"c".repeat(MAX_KEYWORD_BYTES),
+                "",
+                "",
+            ],
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+        // a filter value too long for filters_data is stored, and said so
+        let line = parse(
+            &p,
+            &[
+                "a@x.io",
+                "",
+                &"c".repeat(MAX_FILTER_VALUE_BYTES + 1),
+                "",
+                "",
+            ],
+        )
+        .unwrap();
+        assert!(line.filter_value_skipped);
+        let line = parse(&p, &["a@x.io", "", "USA", "", ""]).unwrap();
+        assert!(!line.filter_value_skipped);
+        // quoted cells are cut short
+        let p2 = plan(&["name", "employees_count"]);
+        let err = parse(&p2, &["Acme", &"9".repeat(50_000)]).unwrap_err();
+        assert!(err.len() < 400 && err.contains("(50000 bytes)"), "{err}");
+        let h = vec!["email".to_string(), "b\0".to_string()];
+        assert!(HeaderPlan::new(&h, None).unwrap_err().0.contains("NUL"));
     }
 
     #[test]

@@ -4,6 +4,7 @@ pub mod catalogue;
 pub mod error;
 pub mod import;
 pub mod job;
+pub mod limits;
 pub mod service;
 pub mod vql;
 

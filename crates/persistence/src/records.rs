@@ -7,15 +7,17 @@
 //! diesel-async has no COPY, so this uses the `tokio-postgres` client that
 //! diesel-async itself runs on.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
 use bytes::Bytes;
 use connectra_domain::catalogue::{FieldDef, FieldKind};
 use connectra_domain::import::{filter_fields, import_columns, Cell, Row};
+use connectra_domain::limits::{storable, MAX_FILTER_VALUE_BYTES};
 use connectra_domain::Service;
 use futures::SinkExt;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::{Client, NoTls, Transaction};
 use uuid::Uuid;
 
 use crate::Result;
@@ -44,7 +46,97 @@ pub struct RecordBatch {
     pub records: Vec<Row>,
     /// Companies described by contacts' `company_` columns.
     pub companies: Vec<Row>,
+    /// For each of `companies`, the position in `records` of the line that
+    /// described it.
+    pub company_sources: Vec<usize>,
+    /// For each of `records`, its line and original text: should the search
+    /// index refuse the record, the line is rejected like any other.
+    pub sources: Sources,
     pub rejections: Vec<Rejection>,
+}
+
+/// The lines and original bytes of a batch's records, in one buffer.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    lines: Vec<i64>,
+    text: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Sources {
+    pub fn push(&mut self, line: i64, raw: &[u8]) {
+        self.lines.push(line);
+        self.text.extend_from_slice(raw);
+        self.ends.push(self.text.len());
+    }
+
+    /// The `i`-th record's line and original text.
+    pub fn get(&self, i: usize) -> Option<(i64, &[u8])> {
+        let start = if i == 0 { 0 } else { *self.ends.get(i - 1)? };
+        Some((
+            *self.lines.get(i)?,
+            self.text.get(start..*self.ends.get(i)?)?,
+        ))
+    }
+}
+
+impl RecordBatch {
+    /// Adds one accepted line: its record, and the company it describes.
+    pub fn push(&mut self, line: i64, raw: &[u8], record: Row, company: Option<Row>) {
+        if let Some(c) = company {
+            self.companies.push(c);
+            self.company_sources.push(self.records.len());
+        }
+        self.records.push(record);
+        self.sources.push(line, raw);
+    }
+
+    /// Moves every line whose record or company is in `refused` (uuid →
+    /// reason) to the rejections, and returns how many lines that was.
+    pub fn reject(&mut self, refused: &HashMap<uuid::Uuid, String>) -> usize {
+        let mut by_record: Vec<Option<&String>> =
+            self.records.iter().map(|r| refused.get(&r.uuid)).collect();
+        for (company, &source) in self.companies.iter().zip(&self.company_sources) {
+            if let (Some(reason), Some(slot)) =
+                (refused.get(&company.uuid), by_record.get_mut(source))
+            {
+                slot.get_or_insert(reason);
+            }
+        }
+        let dropped: HashSet<usize> = by_record
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.map(|_| i))
+            .collect();
+        if dropped.is_empty() {
+            return 0;
+        }
+        let mut kept = RecordBatch {
+            rejections: std::mem::take(&mut self.rejections),
+            ..RecordBatch::default()
+        };
+        let mut company_of: HashMap<usize, Row> = std::mem::take(&mut self.company_sources)
+            .into_iter()
+            .zip(std::mem::take(&mut self.companies))
+            .collect();
+        for (i, record) in std::mem::take(&mut self.records).into_iter().enumerate() {
+            let Some((line, raw)) = self.sources.get(i) else {
+                continue;
+            };
+            let company = company_of.remove(&i);
+            match by_record[i] {
+                Some(reason) => kept.rejections.push(Rejection {
+                    line,
+                    reason: format!("the search index refused the record: {reason}"),
+                    raw: String::from_utf8_lossy(raw).into_owned(),
+                }),
+                None => kept.push(line, raw, record, company),
+            }
+        }
+        kept.rejections.sort_by_key(|r| r.line);
+        *self = kept;
+        dropped.len()
+    }
 }
 
 /// A dedicated connection that writes import batches. Several writers may
@@ -146,7 +238,8 @@ fn filters_sql(service: Service) -> String {
         .collect();
     format!(
         "INSERT INTO filters_data (service, filter_key, value) \
-         SELECT '{}', k, v FROM ({}) x(k, v) WHERE v IS NOT NULL AND v <> '' ORDER BY k, v \
+         SELECT '{}', k, v FROM ({}) x(k, v) \
+         WHERE v IS NOT NULL AND v <> '' AND octet_length(v) <= {MAX_FILTER_VALUE_BYTES} ORDER BY k, v \
          ON CONFLICT DO NOTHING",
         service.as_str(),
         parts.join(" UNION ")
@@ -187,9 +280,10 @@ fn array_literal(items: &[String]) -> String {
 }
 
 /// Encodes rows as COPY text.
-pub fn copy_text(rows: &[Row], columns: &[&FieldDef]) -> String {
+pub fn copy_text<R: std::borrow::Borrow<Row>>(rows: &[R], columns: &[&FieldDef]) -> String {
     let mut out = String::with_capacity(rows.len() * 160);
     for row in rows {
+        let row: &Row = row.borrow();
         for (i, cell) in row.cells.iter().enumerate().take(columns.len()) {
             if i > 0 {
                 out.push('\t');
@@ -218,28 +312,84 @@ pub fn copy_text(rows: &[Row], columns: &[&FieldDef]) -> String {
 /// as the upsert: a later non-empty cell overwrites, an empty one keeps the
 /// earlier value, and `extra` objects merge. (One statement may not touch a
 /// row twice: "ON CONFLICT DO UPDATE cannot affect row a second time".)
-fn merge_duplicates(rows: Vec<Row>) -> Vec<Row> {
+fn merge_duplicates(rows: &[Row]) -> Vec<Cow<'_, Row>> {
     let mut at: HashMap<uuid::Uuid, usize> = HashMap::with_capacity(rows.len());
-    let mut out: Vec<Row> = Vec::with_capacity(rows.len());
+    let mut out: Vec<Cow<'_, Row>> = Vec::with_capacity(rows.len());
     for row in rows {
         match at.get(&row.uuid) {
             None => {
                 at.insert(row.uuid, out.len());
-                out.push(row);
+                out.push(Cow::Borrowed(row));
             }
             Some(&i) => {
-                for (kept, new) in out[i].cells.iter_mut().zip(row.cells) {
+                for (kept, new) in out[i].to_mut().cells.iter_mut().zip(&row.cells) {
                     match (kept, new) {
                         (_, None) => {}
                         (_, Some(Cell::List(l))) if l.is_empty() => {}
-                        (Some(Cell::Json(a)), Some(Cell::Json(b))) => a.extend(*b),
-                        (slot, new) => *slot = new,
+                        (Some(Cell::Json(a)), Some(Cell::Json(b))) => {
+                            a.extend(b.iter().map(|(k, v)| (k.clone(), v.clone())))
+                        }
+                        (slot, new) => *slot = new.clone(),
                     }
                 }
             }
         }
     }
     out
+}
+
+/// A batch written but not yet committed: the search index gets its
+/// documents first, so that a record the index refuses is never committed
+/// to PostgreSQL either. Dropping it rolls the batch back.
+pub struct StagedBatch<'a> {
+    tx: Transaction<'a>,
+    job_id: i64,
+}
+
+impl std::fmt::Debug for StagedBatch<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StagedBatch")
+            .field("job_id", &self.job_id)
+            .finish()
+    }
+}
+
+impl StagedBatch<'_> {
+    /// Records the batch's rejected lines and commits.
+    pub async fn commit(self, rejections: &[Rejection]) -> Result<()> {
+        if !rejections.is_empty() {
+            let lines: Vec<i64> = rejections.iter().map(|r| r.line).collect();
+            let reasons: Vec<Cow<'_, str>> =
+                rejections.iter().map(|r| storable(&r.reason)).collect();
+            let raws: Vec<Cow<'_, str>> = rejections.iter().map(|r| storable(&r.raw)).collect();
+            let reasons: Vec<&str> = reasons.iter().map(AsRef::as_ref).collect();
+            let raws: Vec<&str> = raws.iter().map(AsRef::as_ref).collect();
+            self.tx
+                .execute(
+                    "INSERT INTO job_rejections (job_id, line, reason, raw)
+                     SELECT $1, * FROM unnest($2::int8[], $3::text[], $4::text[])
+                     ON CONFLICT DO NOTHING",
+                    &[&self.job_id, &lines, &reasons, &raws],
+                )
+                .await?;
+        }
+        self.tx.commit().await?;
+        Ok(())
+    }
+
+    /// Undoes the batch.
+    pub async fn rollback(self) -> Result<()> {
+        self.tx.rollback().await?;
+        Ok(())
+    }
+}
+
+fn rejection(row: &tokio_postgres::Row) -> Result<Rejection> {
+    Ok(Rejection {
+        line: row.try_get(0)?,
+        reason: row.try_get(1)?,
+        raw: row.try_get(2)?,
+    })
 }
 
 impl RecordWriter {
@@ -257,19 +407,21 @@ impl RecordWriter {
         Ok(Self { client, job_id })
     }
 
-    /// Writes one batch in one transaction. With `want_documents`, returns the
-    /// stored records (after the merge) as JSON text, for the search index.
-    pub async fn write(
+    /// Writes one batch's records in one transaction, left open: the caller
+    /// indexes the returned documents (with `want_documents`: the stored
+    /// records after the merge, as JSON text), then commits the batch with
+    /// its rejected lines, or rolls it back.
+    pub async fn stage(
         &mut self,
         service: Service,
-        batch: RecordBatch,
+        batch: &RecordBatch,
         want_documents: bool,
-    ) -> Result<Vec<StoredRecord>> {
+    ) -> Result<(StagedBatch<'_>, Vec<StoredRecord>)> {
         let tx = self.client.transaction().await?;
         let mut docs = Vec::new();
         let groups = [
-            (Service::Company, batch.companies),
-            (service, batch.records),
+            (Service::Company, &batch.companies),
+            (service, &batch.records),
         ];
         for (svc, rows) in groups {
             if rows.is_empty() {
@@ -303,40 +455,44 @@ impl RecordWriter {
             tx.execute(&format!("TRUNCATE stage_{}", table(svc)), &[])
                 .await?;
         }
-        if !batch.rejections.is_empty() {
-            let lines: Vec<i64> = batch.rejections.iter().map(|r| r.line).collect();
-            let reasons: Vec<&str> = batch.rejections.iter().map(|r| r.reason.as_str()).collect();
-            let raws: Vec<&str> = batch.rejections.iter().map(|r| r.raw.as_str()).collect();
-            tx.execute(
-                "INSERT INTO job_rejections (job_id, line, reason, raw)
-                 SELECT $1, * FROM unnest($2::int8[], $3::text[], $4::text[])
-                 ON CONFLICT DO NOTHING",
-                &[&self.job_id, &lines, &reasons, &raws],
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(docs)
+        Ok((
+            StagedBatch {
+                tx,
+                job_id: self.job_id,
+            },
+            docs,
+        ))
+    }
+
+    /// Writes one batch and commits it, without a search index in between.
+    pub async fn write(&mut self, service: Service, batch: &RecordBatch) -> Result<()> {
+        let (staged, _) = self.stage(service, batch, false).await?;
+        staged.commit(&batch.rejections).await
     }
 
     /// The first `limit` rejections of the job, in line order.
     pub async fn first_rejections(&self, limit: i64) -> Result<Vec<Rejection>> {
+        self.rejections_at_end(limit, "ASC").await
+    }
+
+    /// The last `limit` rejections of the job, in line order.
+    pub async fn last_rejections(&self, limit: i64) -> Result<Vec<Rejection>> {
+        let mut last = self.rejections_at_end(limit, "DESC").await?;
+        last.reverse();
+        Ok(last)
+    }
+
+    async fn rejections_at_end(&self, limit: i64, order: &str) -> Result<Vec<Rejection>> {
         let rows = self
             .client
             .query(
-                "SELECT line, reason, raw FROM job_rejections WHERE job_id = $1 ORDER BY line LIMIT $2",
+                &format!(
+                    "SELECT line, reason, raw FROM job_rejections WHERE job_id = $1 ORDER BY line {order} LIMIT $2"
+                ),
                 &[&self.job_id, &limit],
             )
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Rejection {
-                    line: r.try_get(0)?,
-                    reason: r.try_get(1)?,
-                    raw: r.try_get(2)?,
-                })
-            })
-            .collect()
+        rows.iter().map(rejection).collect()
     }
 
     /// Every rejection of the job, in line order, as a stream (constant memory).
@@ -351,14 +507,7 @@ impl RecordWriter {
                 [&self.job_id],
             )
             .await?;
-        Ok(rows.map(|r| {
-            let r = r?;
-            Ok(Rejection {
-                line: r.try_get(0)?,
-                reason: r.try_get(1)?,
-                raw: r.try_get(2)?,
-            })
-        }))
+        Ok(rows.map(|r| rejection(&r?)))
     }
 
     /// How many lines of the job were rejected so far.
@@ -414,11 +563,8 @@ mod tests {
             uuid: uuid::Uuid::from_u128(8),
             cells: vec![None; columns.len()],
         };
-        let merged = merge_duplicates(vec![
-            Row { uuid: u, cells: a },
-            other,
-            Row { uuid: u, cells: b },
-        ]);
+        let rows = vec![Row { uuid: u, cells: a }, other, Row { uuid: u, cells: b }];
+        let merged = merge_duplicates(&rows);
         assert_eq!(merged.len(), 2);
         assert_eq!(
             merged[0].cells[at("name")],
@@ -440,5 +586,55 @@ mod tests {
         assert!(sql.contains("extra = t.extra || EXCLUDED.extra"));
         assert!(sql.contains("CASE WHEN cardinality(EXCLUDED.industries) = 0 THEN t.industries"));
         assert!(!sql.contains("RETURNING"));
+    }
+
+    #[test]
+    fn over_long_filter_values_stay_out_of_filters_data() {
+        let sql = filters_sql(Service::Contact);
+        assert!(
+            sql.contains(&format!("octet_length(v) <= {MAX_FILTER_VALUE_BYTES}")),
+            "{sql}"
+        );
+    }
+
+    #[test]
+    fn lines_whose_record_or_company_the_index_refused_become_rejections() {
+        let columns = import_columns(Service::Contact);
+        let row = |n: u128| Row {
+            uuid: uuid::Uuid::from_u128(n),
+            cells: vec![None; columns.len()],
+        };
+        let mut batch = RecordBatch::default();
+        batch.push(2, b"a,1", row(1), Some(row(100)));
+        batch.push(3, b"b,2", row(2), Some(row(101)));
+        batch.push(4, b"c,3", row(3), None);
+        batch.push(5, b"d,4", row(4), Some(row(100)));
+        batch.rejections.push(Rejection {
+            line: 6,
+            reason: "bad".into(),
+            raw: "e".into(),
+        });
+        let refused: HashMap<uuid::Uuid, String> = [
+            (uuid::Uuid::from_u128(100), "company refused".to_string()),
+            (uuid::Uuid::from_u128(3), "contact refused".to_string()),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(batch.reject(&refused), 3);
+        let uuids: Vec<u128> = batch.records.iter().map(|r| r.uuid.as_u128()).collect();
+        assert_eq!(uuids, [2]);
+        assert_eq!(batch.companies.len(), 1);
+        assert_eq!(batch.companies[0].uuid.as_u128(), 101);
+        assert_eq!(batch.company_sources, [0]);
+        assert_eq!(batch.sources.get(0), Some((3, b"b,2".as_slice())));
+        let lines: Vec<(i64, &str)> = batch
+            .rejections
+            .iter()
+            .map(|r| (r.line, r.raw.as_str()))
+            .collect();
+        assert_eq!(lines, [(2, "a,1"), (4, "c,3"), (5, "d,4"), (6, "e")]);
+        assert!(batch.rejections[0].reason.contains("company refused"));
+        assert!(batch.rejections[1].reason.contains("contact refused"));
+        assert_eq!(batch.reject(&refused), 0);
     }
 }

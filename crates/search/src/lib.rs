@@ -38,6 +38,17 @@ pub struct JsonDocument {
     pub json: String,
 }
 
+/// A document the index refused for good (not a transient failure): the
+/// record stays out of the index, so its import rejects the row instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedDocument {
+    pub uuid: uuid::Uuid,
+    /// The backend's status for the item (OpenSearch: 400 for a value its
+    /// mapping cannot parse).
+    pub status: u16,
+    pub reason: String,
+}
+
 /// One page of results.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Page {
@@ -145,11 +156,13 @@ pub trait SearchBackend: Send + Sync + fmt::Debug {
 
     /// [`SearchBackend::index`] for documents already serialised. Each
     /// `json` must be an object whose `uuid` is the document's `uuid`.
+    /// Returns the documents the index refused for good (the others are
+    /// indexed); the call fails only when the backend itself does.
     fn index_json(
         &self,
         service: Service,
         docs: Vec<JsonDocument>,
-    ) -> BoxFuture<'_, Result<(), SearchError>>;
+    ) -> BoxFuture<'_, Result<Vec<RejectedDocument>, SearchError>>;
 
     /// Makes everything indexed so far visible to searches (tests, exports
     /// right after an import). A no-op for PostgreSQL.

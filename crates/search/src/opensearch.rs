@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use connectra_domain::catalogue::{self, FieldDef, FieldKind};
+use connectra_domain::limits;
 use connectra_domain::vql::{Bound, CursorValue, RangeBounds, SortDirection, ValidQuery};
 use connectra_domain::Service;
 use futures::future::BoxFuture;
@@ -26,7 +27,7 @@ use crate::document::{
     format_timestamp_full, project,
 };
 use crate::scroll::{scroll, View};
-use crate::{Document, JsonDocument, Page, SearchBackend, SearchError};
+use crate::{Document, JsonDocument, Page, RejectedDocument, SearchBackend, SearchError};
 
 const BACKEND: &str = "opensearch";
 
@@ -92,7 +93,11 @@ fn field_mapping(field: &FieldDef) -> Value {
         }
         FieldKind::Text => json!({
             "type": "text",
-            "fields": { "keyword": { "type": "keyword", "normalizer": NORMALIZER } }
+            "fields": { "keyword": {
+                "type": "keyword",
+                "normalizer": NORMALIZER,
+                "ignore_above": limits::TEXT_KEYWORD_MAX_CHARS
+            } }
         }),
         FieldKind::Integer => json!({ "type": "integer" }),
         FieldKind::BigInt => json!({ "type": "long" }),
@@ -277,6 +282,7 @@ fn cursor_value(
 /// One document's two bulk lines, and its id.
 #[derive(Debug)]
 struct BulkItem {
+    uuid: uuid::Uuid,
     id: String,
     lines: Vec<u8>,
 }
@@ -314,7 +320,11 @@ fn bulk_item_json(doc: JsonDocument) -> Result<BulkItem, SearchError> {
     lines.extend_from_slice(action.as_bytes());
     lines.extend_from_slice(doc.json.as_bytes());
     lines.push(b'\n');
-    Ok(BulkItem { id, lines })
+    Ok(BulkItem {
+        uuid: doc.uuid,
+        id,
+        lines,
+    })
 }
 
 /// Splits `items` into runs whose bodies stay within `max_bytes`; an item
@@ -355,11 +365,22 @@ fn describe_error(error: &Value) -> String {
     }
 }
 
-/// What one bulk response says: the positions of the items rejected with
-/// 429, or the first other failure.
-fn read_bulk_response(body: &Value, sent: &[&BulkItem]) -> Result<Vec<usize>, SearchError> {
+/// What one bulk response says about its items.
+#[derive(Debug, Default, PartialEq)]
+struct BulkOutcome {
+    /// Positions of the items to send again: rejected as overloaded (429)
+    /// or with a server error (5xx).
+    retry: Vec<usize>,
+    /// Items the index refused for good (any other status), with the reason.
+    rejected: Vec<(usize, u16, String)>,
+}
+
+/// Reads one bulk response: which items to send again and which the index
+/// refused (e.g. a value its mapping cannot parse).
+fn read_bulk_response(body: &Value, sent: &[&BulkItem]) -> Result<BulkOutcome, SearchError> {
+    let mut outcome = BulkOutcome::default();
     if body.get("errors").and_then(Value::as_bool) == Some(false) {
-        return Ok(Vec::new());
+        return Ok(outcome);
     }
     let items = body
         .get("items")
@@ -375,34 +396,27 @@ fn read_bulk_response(body: &Value, sent: &[&BulkItem]) -> Result<Vec<usize>, Se
             ),
         ));
     }
-    let mut rejected = Vec::new();
-    for (position, (item, doc)) in items.iter().zip(sent).enumerate() {
+    for (position, item) in items.iter().enumerate() {
         let result = item
             .as_object()
             .and_then(|o| o.values().next())
             .ok_or_else(|| SearchError::protocol(BACKEND, format!("bulk item {item}")))?;
         let status = result.get("status").and_then(Value::as_u64).unwrap_or(0);
-        let Some(error) = result.get("error") else {
-            if (200..300).contains(&status) {
-                continue;
-            }
-            return Err(SearchError::DocumentRejected {
-                id: doc.id.clone(),
-                status: u16::try_from(status).unwrap_or(0),
-                reason: format!("status {status} without an error"),
-            });
-        };
-        if status == 429 {
-            rejected.push(position);
-            continue;
+        let status16 = u16::try_from(status).unwrap_or(0);
+        match result.get("error") {
+            None if (200..300).contains(&status) => {}
+            _ if status == 429 || (500..600).contains(&status) => outcome.retry.push(position),
+            None => outcome.rejected.push((
+                position,
+                status16,
+                format!("status {status} without an error"),
+            )),
+            Some(error) => outcome
+                .rejected
+                .push((position, status16, describe_error(error))),
         }
-        return Err(SearchError::DocumentRejected {
-            id: doc.id.clone(),
-            status: u16::try_from(status).unwrap_or(0),
-            reason: describe_error(error),
-        });
     }
-    Ok(rejected)
+    Ok(outcome)
 }
 
 /// The pause before bulk attempt `attempt + 1`: exponential from 100 ms,
@@ -534,33 +548,48 @@ impl OpenSearchBackend {
         }
     }
 
-    async fn bulk_index(&self, service: Service, items: Vec<BulkItem>) -> Result<(), SearchError> {
+    /// Indexes `items`; returns the documents the index refused for good.
+    /// Items answered 429 or 5xx are sent again with backoff.
+    async fn bulk_index(
+        &self,
+        service: Service,
+        items: Vec<BulkItem>,
+    ) -> Result<Vec<RejectedDocument>, SearchError> {
         let index = self.index_name(service);
+        let mut refused = Vec::new();
         for chunk in chunks_within(&items, |i| i.lines.len(), self.bulk_max_bytes) {
             let mut pending: Vec<&BulkItem> = chunk.iter().collect();
             let mut attempt = 1;
             loop {
-                let rejected = self.send_bulk(&index, &pending).await?;
-                if rejected.is_empty() {
+                let outcome = self.send_bulk(&index, &pending).await?;
+                refused.extend(outcome.rejected.iter().filter_map(|(p, status, reason)| {
+                    pending.get(*p).map(|item| RejectedDocument {
+                        uuid: item.uuid,
+                        status: *status,
+                        reason: reason.clone(),
+                    })
+                }));
+                if outcome.retry.is_empty() {
                     break;
                 }
                 if attempt >= BULK_MAX_ATTEMPTS {
                     return Err(SearchError::unavailable(
                         BACKEND,
                         format!(
-                            "{} document(s) still rejected with 429 (too many requests) after {attempt} attempts, first '{}'",
-                            rejected.len(),
-                            rejected.first().and_then(|&p| pending.get(p)).map_or("", |i| i.id.as_str())
+                            "{} document(s) still rejected as overloaded or failing after {attempt} attempts, first '{}'",
+                            outcome.retry.len(),
+                            outcome.retry.first().and_then(|&p| pending.get(p)).map_or("", |i| i.id.as_str())
                         ),
                     ));
                 }
                 tracing::debug!(
                     index,
-                    rejected = rejected.len(),
+                    retried = outcome.retry.len(),
                     attempt,
-                    "bulk items rejected with 429, backing off"
+                    "bulk items rejected with 429 or 5xx, backing off"
                 );
-                pending = rejected
+                pending = outcome
+                    .retry
                     .iter()
                     .filter_map(|&p| pending.get(p).copied())
                     .collect();
@@ -568,12 +597,16 @@ impl OpenSearchBackend {
                 attempt += 1;
             }
         }
-        Ok(())
+        Ok(refused)
     }
 
-    /// Sends one bulk request; returns the positions in `items` that came
-    /// back 429 (all of them when the whole request did).
-    async fn send_bulk(&self, index: &str, items: &[&BulkItem]) -> Result<Vec<usize>, SearchError> {
+    /// Sends one bulk request and reads what became of each item (all of
+    /// them to be sent again when the whole request was answered 429).
+    async fn send_bulk(
+        &self,
+        index: &str,
+        items: &[&BulkItem],
+    ) -> Result<BulkOutcome, SearchError> {
         let mut body = Vec::with_capacity(items.iter().map(|i| i.lines.len()).sum());
         for item in items {
             body.extend_from_slice(&item.lines);
@@ -586,10 +619,14 @@ impl OpenSearchBackend {
             .await
             .map_err(unreachable)?;
         if response.status_code().as_u16() == 429 {
-            return Ok((0..items.len()).collect());
+            return Ok(BulkOutcome {
+                retry: (0..items.len()).collect(),
+                rejected: Vec::new(),
+            });
         }
         if !response.status_code().is_success() {
-            return read_json(response).await.map(|_| Vec::new());
+            // read_json turns every non-2xx answer into its error
+            return read_json(response).await.map(|_| BulkOutcome::default());
         }
         let text = response.bytes().await.map_err(unreachable)?;
         // The usual answer, `"errors": false`, is read without building the
@@ -599,7 +636,7 @@ impl OpenSearchBackend {
             errors: bool,
         }
         match serde_json::from_slice::<Summary>(&text) {
-            Ok(Summary { errors: false }) => Ok(Vec::new()),
+            Ok(Summary { errors: false }) => Ok(BulkOutcome::default()),
             _ => {
                 let body: Value = serde_json::from_slice(&text).map_err(|_| {
                     SearchError::protocol(BACKEND, "a bulk response that is not JSON".to_owned())
@@ -806,7 +843,14 @@ impl SearchBackend for OpenSearchBackend {
     ) -> BoxFuture<'a, Result<(), SearchError>> {
         Box::pin(async move {
             let items = docs.iter().map(bulk_item).collect::<Result<Vec<_>, _>>()?;
-            self.bulk_index(service, items).await
+            match self.bulk_index(service, items).await?.into_iter().next() {
+                None => Ok(()),
+                Some(r) => Err(SearchError::DocumentRejected {
+                    id: r.uuid.to_string(),
+                    status: r.status,
+                    reason: r.reason,
+                }),
+            }
         })
     }
 
@@ -814,7 +858,7 @@ impl SearchBackend for OpenSearchBackend {
         &self,
         service: Service,
         docs: Vec<JsonDocument>,
-    ) -> BoxFuture<'_, Result<(), SearchError>> {
+    ) -> BoxFuture<'_, Result<Vec<RejectedDocument>, SearchError>> {
         Box::pin(async move {
             // each text is dropped as soon as it is copied into its bulk lines
             let items = docs
@@ -1181,37 +1225,41 @@ mod tests {
     }
 
     #[test]
-    fn bulk_responses_yield_429s_or_the_first_failure() {
-        let items: Vec<BulkItem> = ["a", "b", "c"]
-            .iter()
-            .map(|id| BulkItem {
-                id: (*id).to_owned(),
+    fn bulk_responses_yield_items_to_retry_and_documents_refused() {
+        let items: Vec<BulkItem> = (1..=4_u128)
+            .map(|n| BulkItem {
+                uuid: uuid::Uuid::from_u128(n),
+                id: n.to_string(),
                 lines: Vec::new(),
             })
             .collect();
         let sent: Vec<&BulkItem> = items.iter().collect();
         let ok = json!({ "errors": false, "items": [] });
-        assert_eq!(read_bulk_response(&ok, &sent).unwrap(), Vec::<usize>::new());
-        let busy = json!({ "errors": true, "items": [
-            { "index": { "_id": "a", "status": 201 } },
-            { "index": { "_id": "b", "status": 429, "error": { "type": "es_rejected_execution_exception", "reason": "queue full" } } },
-            { "index": { "_id": "c", "status": 429, "error": { "type": "es_rejected_execution_exception", "reason": "queue full" } } }
-        ]});
-        assert_eq!(read_bulk_response(&busy, &sent).unwrap(), vec![1, 2]);
-        let bad = json!({ "errors": true, "items": [
-            { "index": { "_id": "a", "status": 429, "error": { "type": "x", "reason": "busy" } } },
-            { "index": { "_id": "b", "status": 400, "error": {
+        assert_eq!(
+            read_bulk_response(&ok, &sent).unwrap(),
+            BulkOutcome::default()
+        );
+        let mixed = json!({ "errors": true, "items": [
+            { "index": { "_id": "1", "status": 201 } },
+            { "index": { "_id": "2", "status": 429, "error": { "type": "es_rejected_execution_exception", "reason": "queue full" } } },
+            { "index": { "_id": "3", "status": 400, "error": {
                 "type": "mapper_parsing_exception",
                 "reason": "failed to parse field [employees_count] of type [integer]",
                 "caused_by": { "type": "number_format_exception", "reason": "For input string: \"many\"" }
             } } },
-            { "index": { "_id": "c", "status": 400, "error": { "type": "y", "reason": "other" } } }
+            { "index": { "_id": "4", "status": 503, "error": { "type": "unavailable_shards_exception", "reason": "primary not active" } } }
         ]});
-        let err = read_bulk_response(&bad, &sent).unwrap_err();
+        let outcome = read_bulk_response(&mixed, &sent).unwrap();
+        assert_eq!(outcome.retry, vec![1, 3]);
         assert_eq!(
-            err.to_string(),
-            "document 'b' was rejected (status 400): mapper_parsing_exception: failed to parse field [employees_count] of type [integer] (caused by number_format_exception: For input string: \"many\")"
+            outcome.rejected,
+            vec![(2, 400, "mapper_parsing_exception: failed to parse field [employees_count] of type [integer] (caused by number_format_exception: For input string: \"many\")".to_owned())]
         );
+        let short = json!({ "errors": true, "items": [] });
+        assert!(matches!(
+            read_bulk_response(&short, &sent),
+            Err(SearchError::Protocol { .. })
+        ));
     }
 
     #[test]

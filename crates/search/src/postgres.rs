@@ -2,6 +2,7 @@
 //! `contacts` or `companies`.
 
 use connectra_domain::catalogue::{FieldDef, FieldKind};
+use connectra_domain::limits;
 use connectra_domain::vql::{Bound, CursorValue, RangeBounds, SortDirection, ValidQuery};
 use connectra_domain::Service;
 use connectra_persistence::PgPool;
@@ -22,7 +23,7 @@ use crate::document::{
     MILLISECOND,
 };
 use crate::scroll::{scroll, View};
-use crate::{Document, JsonDocument, Page, SearchBackend, SearchError};
+use crate::{Document, JsonDocument, Page, RejectedDocument, SearchBackend, SearchError};
 
 const BACKEND: &str = "postgres";
 
@@ -135,11 +136,17 @@ fn wrong_kind(field: &FieldDef, what: &str) -> SearchError {
 
 /// The expression a field sorts by, matching OpenSearch's sort: keyword and
 /// text fields by their lower-cased value in byte order (`COLLATE "C"`),
-/// timestamps at millisecond resolution, numbers and uuids as they are.
+/// timestamps at millisecond resolution, numbers and uuids as they are. A
+/// text value longer than [`limits::TEXT_KEYWORD_MAX_CHARS`] sorts as
+/// missing, as its `.keyword` sub-field ignores it.
 fn sort_expr(field: &FieldDef) -> Result<String, SearchError> {
     let col = ident(field)?;
     Ok(match field.kind {
-        FieldKind::Keyword | FieldKind::Text => format!("lower({col}) COLLATE \"C\""),
+        FieldKind::Keyword => format!("lower({col}) COLLATE \"C\""),
+        FieldKind::Text => format!(
+            "(CASE WHEN char_length({col}) <= {} THEN lower({col}) END) COLLATE \"C\"",
+            limits::TEXT_KEYWORD_MAX_CHARS
+        ),
         FieldKind::Integer | FieldKind::BigInt | FieldKind::Uuid => col,
         FieldKind::Timestamp => format!("date_trunc('milliseconds', {col})"),
         FieldKind::KeywordList | FieldKind::Json => return Err(wrong_kind(field, "order_by")),
@@ -573,8 +580,8 @@ impl SearchBackend for PostgresBackend {
         &self,
         _service: Service,
         _docs: Vec<JsonDocument>,
-    ) -> BoxFuture<'_, Result<(), SearchError>> {
-        Box::pin(async { Ok(()) })
+    ) -> BoxFuture<'_, Result<Vec<RejectedDocument>, SearchError>> {
+        Box::pin(async { Ok(Vec::new()) })
     }
 
     fn refresh(&self, _service: Service) -> BoxFuture<'_, Result<(), SearchError>> {
@@ -774,7 +781,7 @@ mod tests {
         let c = compile_sql(Service::Company, &q).unwrap();
         assert!(
             c.sql.contains(
-                "jsonb_build_array(lower(\"name\") COLLATE \"C\", \"employees_count\", \
+                "jsonb_build_array((CASE WHEN char_length(\"name\") <= 8191 THEN lower(\"name\") END) COLLATE \"C\", \"employees_count\", \
                  floor(extract(epoch FROM \"created_at\") * 1000)::int8, \"uuid\") AS sort_key"
             ),
             "{}",
@@ -782,7 +789,7 @@ mod tests {
         );
         assert!(
             c.sql.ends_with(
-                "ORDER BY lower(\"name\") COLLATE \"C\" DESC NULLS LAST, \"employees_count\" ASC NULLS LAST, \
+                "ORDER BY (CASE WHEN char_length(\"name\") <= 8191 THEN lower(\"name\") END) COLLATE \"C\" DESC NULLS LAST, \"employees_count\" ASC NULLS LAST, \
                  date_trunc('milliseconds', \"created_at\") DESC NULLS LAST, \"uuid\" ASC NULLS LAST \
                  LIMIT $1::int8"
             ),

@@ -16,13 +16,14 @@
 //!   the first 100 go into `runtime_errors`, and all of them into an error
 //!   report CSV on S3.
 
-use std::collections::VecDeque;
-use std::io::Read;
+use std::collections::{HashMap, VecDeque};
+use std::io::BufReader;
 use std::sync::Arc;
 
 use anyhow::Context;
 use connectra_domain::import::{FatalImportError, HeaderPlan};
 use connectra_domain::job::{InsertCsvFileData, JobResponse, MAX_RUNTIME_ERRORS};
+use connectra_domain::limits::MAX_FILTER_VALUE_BYTES;
 use connectra_domain::Service;
 use connectra_persistence::jobs::Progress;
 use connectra_persistence::records::{RecordBatch, RecordWriter, Rejection, StoredRecord};
@@ -35,6 +36,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::io::SyncIoBridge;
 
+use super::records::{Next, RecordReader};
 use super::BuiltinDeps;
 use crate::JobContext;
 
@@ -51,6 +53,9 @@ struct Checkpoint {
     /// their natural key instead).
     #[serde(default)]
     uuids_replaced: i64,
+    /// Loaded rows with a filter value too long for `filters_data`.
+    #[serde(default)]
+    filter_values_skipped: i64,
 }
 
 /// A parsed batch and where the file stands after it.
@@ -60,6 +65,7 @@ struct Parsed {
     batch: RecordBatch,
     accepted: i64,
     uuids_replaced: i64,
+    filter_values_skipped: i64,
     after: (u64, u64),
 }
 
@@ -121,10 +127,13 @@ pub(super) async fn run(ctx: JobContext, deps: Arc<BuiltinDeps>) -> anyhow::Resu
         };
         // one parsed batch waits while the writers work: enough to keep them busy
         let (tx, rx) = mpsc::channel(1);
-        let batch_size = deps.batch_size.max(1);
+        let limits = ParseLimits {
+            batch_size: deps.batch_size.max(1),
+            max_record_bytes: deps.max_record_bytes,
+        };
         let service = data.service;
         let parser = tokio::task::spawn_blocking(move || {
-            parse_file(header_stream, data_stream, service, start, batch_size, &tx)
+            parse_file(header_stream, data_stream, service, start, limits, &tx)
         });
         let written = write_batches(&ctx, &deps, writers, rx, start, meta.size).await;
         let parsed = parser
@@ -153,7 +162,26 @@ pub(super) async fn run(ctx: JobContext, deps: Arc<BuiltinDeps>) -> anyhow::Resu
         .ok_or_else(|| anyhow::anyhow!("no database connection left for the report"))?;
     let rejected = writer.rejection_count().await?;
     let mut response = JobResponse::default();
-    for r in writer.first_rejections(MAX_RUNTIME_ERRORS as i64).await? {
+    // the first and the last rejected lines, so a report shows both ends
+    let half = (MAX_RUNTIME_ERRORS / 2) as i64;
+    let first = writer.first_rejections(half).await?;
+    let after = first.last().map_or(i64::MIN, |f| f.line);
+    let last: Vec<Rejection> = writer
+        .last_rejections(half - 1)
+        .await?
+        .into_iter()
+        .filter(|l| l.line > after)
+        .collect();
+    for r in &first {
+        response.push_error(format!("line {}: {}", r.line, r.reason));
+    }
+    let between = rejected - (first.len() + last.len()) as i64;
+    if between > 0 {
+        response.push_error(format!(
+            "… {between} more rejected lines; the error report lists every one"
+        ));
+    }
+    for r in &last {
         response.push_error(format!("line {}: {}", r.line, r.reason));
     }
     if rejected > 0 {
@@ -175,10 +203,20 @@ pub(super) async fn run(ctx: JobContext, deps: Arc<BuiltinDeps>) -> anyhow::Resu
             done.uuids_replaced
         ));
     }
+    if done.filter_values_skipped > 0 {
+        messages.push_str(&format!(
+            "; {} had a filter value longer than {MAX_FILTER_VALUE_BYTES} bytes, stored and searchable but not added to the filters",
+            done.filter_values_skipped
+        ));
+    }
     response.messages = Some(messages);
     response
         .extra
         .insert("rows_uuid_replaced".into(), done.uuids_replaced.into());
+    response.extra.insert(
+        "rows_filter_values_skipped".into(),
+        done.filter_values_skipped.into(),
+    );
     response
         .extra
         .insert("rows_processed".into(), done.rows_processed.into());
@@ -195,7 +233,9 @@ fn writer_count() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 4))
 }
 
-type InFlight = VecDeque<(JoinHandle<anyhow::Result<RecordWriter>>, Checkpoint)>;
+/// A batch being written: its task (which hands back the writer and how many
+/// of its lines the search index refused) and the checkpoint after it.
+type InFlight = VecDeque<(JoinHandle<anyhow::Result<(RecordWriter, i64)>>, Checkpoint)>;
 
 /// Writes batches as the parser sends them: each batch is written to
 /// PostgreSQL and then indexed, up to [`writer_count`] batches at a time.
@@ -213,13 +253,16 @@ async fn write_batches(
     let want_documents = deps.search.name() != "postgres";
     let mut done = start;
     let mut dispatched = start;
+    let mut refused = 0i64;
     let mut in_flight: InFlight = VecDeque::new();
     let result: anyhow::Result<()> = async {
         while let Some(parsed) = rx.recv().await {
             let parsed = parsed?;
             let mut writer = match writers.pop() {
                 Some(w) => w,
-                None => finish_oldest(ctx, &mut in_flight, &mut done, bytes_total).await?,
+                None => {
+                    finish_oldest(ctx, &mut in_flight, &mut done, &mut refused, bytes_total).await?
+                }
             };
             dispatched = Checkpoint {
                 next_line: parsed.after.0,
@@ -227,14 +270,20 @@ async fn write_batches(
                 rows_processed: dispatched.rows_processed + parsed.accepted,
                 rows_rejected: dispatched.rows_rejected + parsed.batch.rejections.len() as i64,
                 uuids_replaced: dispatched.uuids_replaced + parsed.uuids_replaced,
+                filter_values_skipped: dispatched.filter_values_skipped
+                    + parsed.filter_values_skipped,
             };
             let search = deps.search.clone();
             let task = tokio::spawn(async move {
-                let docs = writer
-                    .write(parsed.service, parsed.batch, want_documents)
-                    .await?;
-                index_documents(search.as_ref(), docs).await?;
-                Ok(writer)
+                let refused = write_batch(
+                    &mut writer,
+                    search.as_ref(),
+                    parsed.service,
+                    parsed.batch,
+                    want_documents,
+                )
+                .await?;
+                Ok((writer, refused))
             });
             in_flight.push_back((task, dispatched));
             if ctx.is_cancelled() {
@@ -242,7 +291,9 @@ async fn write_batches(
             }
         }
         while !in_flight.is_empty() {
-            writers.push(finish_oldest(ctx, &mut in_flight, &mut done, bytes_total).await?);
+            writers.push(
+                finish_oldest(ctx, &mut in_flight, &mut done, &mut refused, bytes_total).await?,
+            );
         }
         Ok(())
     }
@@ -258,24 +309,30 @@ async fn write_batches(
 }
 
 /// Waits for the oldest batch in flight, records its checkpoint and progress,
-/// and hands its writer back.
+/// and hands its writer back. `refused` adds up, in file order, the lines
+/// that the search index refused: they were counted as loaded when their
+/// batch was sent, and are rejected lines instead.
 async fn finish_oldest(
     ctx: &JobContext,
     in_flight: &mut InFlight,
     done: &mut Checkpoint,
+    refused: &mut i64,
     bytes_total: u64,
 ) -> anyhow::Result<RecordWriter> {
-    let (task, next) = in_flight
+    let (task, mut next) = in_flight
         .pop_front()
         .ok_or_else(|| anyhow::anyhow!("no batch in flight"))?;
-    let writer = task
+    let (writer, batch_refused) = task
         .await
         .context("a batch writer stopped unexpectedly")??;
+    *refused += batch_refused;
+    next.rows_processed -= *refused;
+    next.rows_rejected += *refused;
     let progress = Progress {
         rows_processed: next.rows_processed,
         rows_rejected: next.rows_rejected,
-        bytes_read: next.next_byte as i64,
-        bytes_total: Some(bytes_total as i64),
+        bytes_read: i64::try_from(next.next_byte).unwrap_or(i64::MAX),
+        bytes_total: Some(i64::try_from(bytes_total).unwrap_or(i64::MAX)),
     };
     ctx.record_progress(&progress, Some(&serde_json::to_value(next)?))
         .await?;
@@ -283,14 +340,55 @@ async fn finish_oldest(
     Ok(writer)
 }
 
+/// Writes one batch: its records go to PostgreSQL in a transaction that
+/// commits only once the search index holds their documents. Should the
+/// index refuse some (a value its mapping cannot take), the transaction is
+/// rolled back, their lines become rejected lines, and the rest is written
+/// again: the two stores always hold the same records. Returns how many
+/// lines the index refused.
+async fn write_batch(
+    writer: &mut RecordWriter,
+    search: &dyn SearchBackend,
+    service: Service,
+    mut batch: RecordBatch,
+    want_documents: bool,
+) -> anyhow::Result<i64> {
+    let mut refused_lines = 0;
+    loop {
+        let (staged, docs) = writer.stage(service, &batch, want_documents).await?;
+        let refused = index_documents(search, docs).await?;
+        if refused.is_empty() {
+            staged.commit(&batch.rejections).await?;
+            return Ok(refused_lines);
+        }
+        staged.rollback().await?;
+        let dropped = batch.reject(&refused);
+        if dropped == 0 {
+            anyhow::bail!(
+                "the search index refused {} records that the batch does not hold",
+                refused.len()
+            );
+        }
+        refused_lines += dropped as i64;
+        tracing::warn!(
+            refused = refused.len(),
+            lines = dropped,
+            "the search index refused records; their lines are rejected and the batch is written again"
+        );
+    }
+}
+
+/// Indexes a batch's stored records; returns the ones the index refused,
+/// with the reason.
 async fn index_documents(
     search: &dyn SearchBackend,
     docs: Vec<StoredRecord>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<HashMap<uuid::Uuid, String>> {
     // moved, not copied: a batch's documents are the import's largest allocation
     let (companies, contacts): (Vec<_>, Vec<_>) = docs
         .into_iter()
         .partition(|d| d.service == Service::Company);
+    let mut refused = HashMap::new();
     for (service, docs) in [(Service::Company, companies), (Service::Contact, contacts)] {
         let batch: Vec<JsonDocument> = docs
             .into_iter()
@@ -301,35 +399,33 @@ async fn index_documents(
             .collect();
         let n = batch.len();
         if n > 0 {
-            search.index_json(service, batch).await.with_context(|| {
+            let rejected = search.index_json(service, batch).await.with_context(|| {
                 format!("indexing {n} {service} records into {}", search.name())
             })?;
+            refused.extend(rejected.into_iter().map(|r| {
+                let reason = connectra_domain::limits::quote_cell(&r.reason);
+                (r.uuid, format!("status {} {reason}", r.status))
+            }));
         }
     }
-    Ok(())
+    Ok(refused)
 }
 
-fn csv_reader(stream: ByteStream) -> csv::Reader<impl Read> {
-    csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .buffer_capacity(READ_BUFFER)
-        .from_reader(std::io::BufReader::with_capacity(
-            READ_BUFFER,
-            SyncIoBridge::new(stream),
-        ))
+/// How a file is cut into batches and how large one record may be.
+#[derive(Debug, Clone, Copy)]
+struct ParseLimits {
+    batch_size: usize,
+    max_record_bytes: usize,
 }
 
-/// The original line of a record, for the error report.
-fn original_line(record: &csv::ByteRecord) -> String {
-    let mut w = csv::WriterBuilder::new()
-        .terminator(csv::Terminator::Any(b'\n'))
-        .from_writer(Vec::new());
-    let _ = w.write_byte_record(record);
-    let bytes = w.into_inner().unwrap_or_default();
-    String::from_utf8_lossy(&bytes)
-        .trim_end_matches('\n')
-        .to_string()
+fn record_reader(
+    stream: ByteStream,
+    max_record_bytes: usize,
+) -> RecordReader<impl std::io::BufRead> {
+    RecordReader::new(
+        BufReader::with_capacity(READ_BUFFER, SyncIoBridge::new(stream)),
+        max_record_bytes,
+    )
 }
 
 /// Runs on a blocking thread: reads the header from `header_stream`, then the
@@ -340,10 +436,10 @@ fn parse_file(
     data_stream: Option<ByteStream>,
     service: Option<Service>,
     start: Checkpoint,
-    batch_size: usize,
+    limits: ParseLimits,
     tx: &mpsc::Sender<anyhow::Result<Parsed>>,
 ) -> anyhow::Result<()> {
-    let result = parse_inner(header_stream, data_stream, service, start, batch_size, tx);
+    let result = parse_inner(header_stream, data_stream, service, start, limits, tx);
     if let Err(e) = &result {
         let _ = tx.blocking_send(Err(anyhow::anyhow!("{e:#}")));
     }
@@ -355,19 +451,23 @@ fn parse_inner(
     data_stream: Option<ByteStream>,
     service: Option<Service>,
     start: Checkpoint,
-    batch_size: usize,
+    limits: ParseLimits,
     tx: &mpsc::Sender<anyhow::Result<Parsed>>,
 ) -> anyhow::Result<()> {
-    let mut header_reader = csv_reader(header_stream);
-    let mut record = csv::ByteRecord::new();
-    if !header_reader
-        .read_byte_record(&mut record)
-        .context("reading the header row")?
-    {
-        return Err(FatalImportError("the file is empty".into()).into());
+    let max_record_bytes = limits.max_record_bytes;
+    let mut header_reader = record_reader(header_stream, max_record_bytes);
+    match header_reader.next()? {
+        Next::Record => {}
+        Next::End => return Err(FatalImportError("the file is empty".into()).into()),
+        Next::Oversized { bytes } => {
+            return Err(FatalImportError(format!(
+                "the header row is {bytes} bytes, larger than CSV_MAX_RECORD_BYTES ({max_record_bytes})"
+            ))
+            .into())
+        }
     }
-    let headers: Vec<String> = record
-        .iter()
+    let headers: Vec<String> = header_reader
+        .fields()
         .map(|h| std::str::from_utf8(h).map(str::to_string))
         .collect::<Result<_, _>>()
         .map_err(|_| FatalImportError("the header row is not valid UTF-8".into()))?;
@@ -375,7 +475,7 @@ fn parse_inner(
     // positions are relative to where this reader started
     let (mut reader, line_base, byte_base) = match data_stream {
         Some(stream) => (
-            csv_reader(stream),
+            record_reader(stream, max_record_bytes),
             start.next_line.saturating_sub(1),
             start.next_byte,
         ),
@@ -384,38 +484,52 @@ fn parse_inner(
     let mut batch = RecordBatch::default();
     let mut accepted = 0i64;
     let mut uuids_replaced = 0i64;
+    let mut filter_values_skipped = 0i64;
     loop {
-        let more = reader
-            .read_byte_record(&mut record)
-            .context("reading the CSV")?;
-        if more {
-            let line = line_base + record.position().map_or(0, |p| p.line());
-            match plan.parse_row(record.iter()) {
+        let next = reader.next()?;
+        let line = line_base.saturating_add(reader.line());
+        let line = i64::try_from(line).unwrap_or(i64::MAX);
+        let more = !matches!(next, Next::End);
+        match next {
+            Next::Record => match plan.parse_row(reader.fields()) {
                 Ok(parsed) => {
-                    batch.records.push(parsed.record);
-                    batch.companies.extend(parsed.company);
+                    batch.push(line, reader.raw(), parsed.record, parsed.company);
                     accepted += 1;
                     uuids_replaced += i64::from(parsed.uuid_replaced);
+                    filter_values_skipped += i64::from(parsed.filter_value_skipped);
                 }
                 Err(reason) => batch.rejections.push(Rejection {
-                    line: line as i64,
+                    line,
                     reason,
-                    raw: original_line(&record),
+                    raw: String::from_utf8_lossy(reader.raw()).into_owned(),
                 }),
-            }
+            },
+            Next::Oversized { bytes } => batch.rejections.push(Rejection {
+                line,
+                reason: format!(
+                    "the record is {bytes} bytes, larger than CSV_MAX_RECORD_BYTES ({max_record_bytes}); the report keeps its start"
+                ),
+                raw: format!("{}…", String::from_utf8_lossy(reader.raw())),
+            }),
+            Next::End => {}
         }
-        let full = batch.records.len() + batch.rejections.len() >= batch_size;
+        let full = batch.records.len() + batch.rejections.len() >= limits.batch_size;
         if full || (!more && (accepted > 0 || !batch.rejections.is_empty())) {
-            let pos = reader.position();
+            let (pos_line, pos_byte) = reader.position();
             let parsed = Parsed {
                 service: plan.service,
                 batch: std::mem::take(&mut batch),
                 accepted,
                 uuids_replaced,
-                after: (line_base + pos.line(), byte_base + pos.byte()),
+                filter_values_skipped,
+                after: (
+                    line_base.saturating_add(pos_line),
+                    byte_base.saturating_add(pos_byte),
+                ),
             };
             accepted = 0;
             uuids_replaced = 0;
+            filter_values_skipped = 0;
             if tx.blocking_send(Ok(parsed)).is_err() {
                 return Ok(()); // the writer stopped (cancelled or failed)
             }

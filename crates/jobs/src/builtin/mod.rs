@@ -4,6 +4,7 @@
 
 mod export;
 mod import;
+mod records;
 
 use std::sync::Arc;
 
@@ -26,6 +27,8 @@ pub struct BuiltinDeps {
     pub upload_prefix: String,
     /// `BATCH_SIZE_FOR_INSERTION`.
     pub batch_size: usize,
+    /// `CSV_MAX_RECORD_BYTES`.
+    pub max_record_bytes: usize,
     /// `EXPORT_ESCAPE_FORMULAS`: neutralise cells a spreadsheet would run.
     pub escape_formulas: bool,
 }
@@ -123,6 +126,7 @@ impl BuiltinDeps {
             default_bucket,
             upload_prefix: settings.s3_upload_file_path_prefix().to_string(),
             batch_size: settings.batch_size_for_insertion,
+            max_record_bytes: settings.csv_max_record_bytes,
             escape_formulas: settings.export_escape_formulas,
         }
     }

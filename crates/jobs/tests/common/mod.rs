@@ -45,6 +45,8 @@ pub struct Harness {
     pub search: Arc<dyn SearchBackend>,
     pub prefix: String,
     pub escape_formulas: bool,
+    /// `CSV_MAX_RECORD_BYTES` of the runner the harness starts.
+    pub max_record_bytes: usize,
     opensearch: Option<OpenSearchBackend>,
     runner: Option<(CancellationToken, JoinHandle<RunReport>)>,
 }
@@ -73,6 +75,7 @@ impl Harness {
             search,
             prefix,
             escape_formulas: true,
+            max_record_bytes: 1024 * 1024,
             opensearch: os,
             runner: None,
         }
@@ -95,6 +98,7 @@ impl Harness {
                 default_bucket: bucket(),
                 upload_prefix: self.prefix.clone(),
                 batch_size,
+                max_record_bytes: self.max_record_bytes,
                 escape_formulas: self.escape_formulas,
             },
         );
