@@ -5,6 +5,7 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use connectra_domain::import::filter_fields;
 use connectra_domain::job::EXPORT_CSV_FILE;
+use connectra_domain::limits::MAX_FILTER_PREFIX_BYTES;
 use connectra_domain::vql::{parse_vql, Purpose};
 use connectra_domain::{ErrorCode, Service};
 use connectra_search::SearchError;
@@ -22,6 +23,19 @@ fn search_error(e: SearchError) -> ApiError {
         SearchError::Unavailable { .. } => {
             tracing::warn!(error = %e, "search backend unavailable");
             ApiError::new(ErrorCode::Unavailable, format!("{e}"))
+        }
+        // a query the backend cannot run as given is the client's to change
+        SearchError::InvalidQuery(message) => ApiError::new(ErrorCode::InvalidVql, message),
+        SearchError::Rejected {
+            status: 400,
+            reason,
+            ..
+        } => {
+            tracing::warn!(%reason, "the search backend refused a validated query");
+            ApiError::new(
+                ErrorCode::InvalidVql,
+                format!("the search engine refused this query: {reason}"),
+            )
         }
         other => {
             tracing::error!(error = %other, "search failed");
@@ -122,6 +136,23 @@ pub(crate) async fn filters(
                 )
             })?,
     };
+    if let Some(prefix) = q.prefix.as_deref() {
+        if connectra_domain::limits::has_nul(prefix) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidFilter,
+                "'prefix' contains a NUL character (%00); no filter value has one",
+            ));
+        }
+        if prefix.len() > MAX_FILTER_PREFIX_BYTES {
+            return Err(ApiError::new(
+                ErrorCode::InvalidFilter,
+                format!(
+                    "'prefix' is {} bytes; at most {MAX_FILTER_PREFIX_BYTES} are allowed",
+                    prefix.len()
+                ),
+            ));
+        }
+    }
     let values = connectra_persistence::filters::list_filters(
         state.inner.repo.pool(),
         service,

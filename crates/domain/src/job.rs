@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{DomainError, ErrorCode};
+use crate::limits::{self, MAX_RETRY_COUNT, MAX_RETRY_INTERVAL_SECS, MIN_RETRY_INTERVAL_SECS};
 use crate::service::Service;
 use crate::vql::{self, Purpose};
 
@@ -169,9 +170,14 @@ pub struct JobResponse {
 
 impl JobResponse {
     /// Adds an error, keeping at most [`MAX_RUNTIME_ERRORS`].
+    /// NUL characters, which a `jsonb` column cannot hold, become U+FFFD.
     pub fn push_error(&mut self, error: impl Into<String>) {
         if self.runtime_errors.len() < MAX_RUNTIME_ERRORS {
-            self.runtime_errors.push(error.into());
+            let error = error.into();
+            self.runtime_errors.push(match limits::storable(&error) {
+                std::borrow::Cow::Borrowed(_) => error,
+                std::borrow::Cow::Owned(clean) => clean,
+            });
         }
     }
 }
@@ -252,13 +258,28 @@ pub fn parse_create_request(body: &Value, rules: &CreateRules) -> Result<NewJob,
             ))
         }
     };
+    if limits::json_has_nul(&data) {
+        return Err(DomainError::new(
+            ErrorCode::InvalidJobData,
+            "'job_data' contains a NUL character (\\u0000), which cannot be stored; remove it",
+        ));
+    }
     let retry_count =
         non_negative_int(obj.get("retry_count"), 0).ok_or_else(DomainError::invalid_retry_count)?;
+    if retry_count > MAX_RETRY_COUNT {
+        return Err(DomainError::new(
+            ErrorCode::InvalidRetryCount,
+            format!("'retry_count' must be at most {MAX_RETRY_COUNT}, got {retry_count}"),
+        ));
+    }
     let retry_interval = non_negative_int(obj.get("retry_interval"), rules.default_retry_interval)
+        .filter(|i| (MIN_RETRY_INTERVAL_SECS..=MAX_RETRY_INTERVAL_SECS).contains(i))
         .ok_or_else(|| {
             DomainError::new(
                 ErrorCode::InvalidRetryInterval,
-                "'retry_interval' must be a non-negative integer number of seconds",
+                format!(
+                    "'retry_interval' must be a whole number of seconds from {MIN_RETRY_INTERVAL_SECS} to {MAX_RETRY_INTERVAL_SECS} (7 days)"
+                ),
             )
         })?;
     validate_job_data(&job_type, &data, rules)?;
@@ -412,6 +433,12 @@ pub fn parse_list_request(body: &Value) -> Result<ListFilter, DomainError> {
             .ok_or_else(limit_error)?,
         Some(_) => return Err(limit_error()),
     };
+    if parsed.job_type.as_deref().is_some_and(limits::has_nul) {
+        return Err(DomainError::new(
+            ErrorCode::InvalidFilter,
+            "'job_type' contains a NUL character (\\u0000); no job type has one",
+        ));
+    }
     Ok(ListFilter {
         job_type: parsed.job_type.filter(|t| !t.is_empty()),
         statuses,

@@ -21,6 +21,7 @@ use time::OffsetDateTime;
 
 use crate::catalogue::{self, FieldDef, FieldKind};
 use crate::error::{DomainError, ErrorCode};
+use crate::limits::{self, MAX_KEYWORD_BYTES, MAX_KEYWORD_VALUES, MAX_TEXT_TERMS};
 use crate::service::Service;
 
 /// The page size when a query gives no `limit`.
@@ -569,6 +570,28 @@ fn validate_where(
             |f, v: &String| text_value(f, v),
         )?;
     }
+    let values: usize = query
+        .keyword_must
+        .iter()
+        .chain(&query.keyword_must_not)
+        .map(|(_, v)| v.len())
+        .sum();
+    if values > MAX_KEYWORD_VALUES {
+        return Err(invalid(format!(
+            "keyword_match holds {values} values in all; at most {MAX_KEYWORD_VALUES} are allowed in one query"
+        )));
+    }
+    let terms: usize = query
+        .text_must
+        .iter()
+        .chain(&query.text_must_not)
+        .map(|(_, v)| v.split_whitespace().count())
+        .sum();
+    if terms > MAX_TEXT_TERMS {
+        return Err(invalid(format!(
+            "text_match holds {terms} words in all; at most {MAX_TEXT_TERMS} are allowed in one query"
+        )));
+    }
     if let Some(section) = &where_.range_query {
         check_section_not_empty(section, "range_query")?;
         query.range_must = clause(
@@ -637,6 +660,12 @@ fn keyword_values(field: &'static FieldDef, values: &[String]) -> Result<Vec<Str
             field.name
         )));
     }
+    for value in values {
+        check_string(
+            value,
+            &format!("keyword_match value for field '{}'", field.name),
+        )?;
+    }
     if field.kind != FieldKind::Uuid {
         return Ok(values.to_vec());
     }
@@ -668,7 +697,28 @@ fn text_value(field: &'static FieldDef, value: &str) -> Result<String, DomainErr
             field.name
         )));
     }
+    check_string(
+        value,
+        &format!("text_match value for field '{}'", field.name),
+    )?;
     Ok(value.to_owned())
+}
+
+/// A query string must be storable and matchable: no NUL character, and at
+/// most [`MAX_KEYWORD_BYTES`] bytes (no stored keyword is longer).
+fn check_string(value: &str, what: &str) -> Result<(), DomainError> {
+    if limits::has_nul(value) {
+        return Err(invalid(format!(
+            "{what} contains a NUL character (\\u0000), which no record can hold"
+        )));
+    }
+    if value.len() > MAX_KEYWORD_BYTES {
+        return Err(invalid(format!(
+            "{what} is {} bytes; at most {MAX_KEYWORD_BYTES} are allowed",
+            value.len()
+        )));
+    }
+    Ok(())
 }
 
 fn range_bounds(field: &'static FieldDef, spec: &RangeSpec) -> Result<RangeBounds, DomainError> {
@@ -732,8 +782,14 @@ fn as_i32(value: &Value) -> Option<i64> {
     value.as_i64().filter(|n| i32::try_from(*n).is_ok())
 }
 
+/// An RFC 3339 timestamp, as UTC. It must lie in the years 1 to 9999 in UTC
+/// (an offset can push a year-9999 time past that) with a millisecond to
+/// spare, so that both backends can hold it and compare with it.
 fn parse_timestamp(text: &str) -> Option<OffsetDateTime> {
-    OffsetDateTime::parse(text, &Rfc3339).ok()
+    let utc = OffsetDateTime::parse(text, &Rfc3339)
+        .ok()?
+        .checked_to_offset(time::UtcOffset::UTC)?;
+    (utc.year() >= 1 && utc.checked_add(time::Duration::MILLISECOND).is_some()).then_some(utc)
 }
 
 /// What a value for a field of `kind` must look like, for messages.
@@ -741,11 +797,25 @@ fn expected(kind: FieldKind) -> &'static str {
     match kind {
         FieldKind::Integer => "a whole number from -2147483648 to 2147483647",
         FieldKind::BigInt => "a whole number from -9223372036854775808 to 9223372036854775807",
-        FieldKind::Timestamp => "an rfc 3339 timestamp string such as '2024-01-31T09:30:00Z'",
+        FieldKind::Timestamp => {
+            "an rfc 3339 timestamp string from year 1 to 9999 in UTC, such as '2024-01-31T09:30:00Z'"
+        }
         FieldKind::Uuid => "a uuid string",
         FieldKind::Keyword | FieldKind::Text => "a string",
         FieldKind::KeywordList | FieldKind::Json => "absent: the field cannot be sorted",
     }
+}
+
+/// A cursor string is a sort value: no longer than the longest indexed
+/// keyword term, and without NUL.
+fn check_cursor_string(index: usize, field: &FieldDef, s: &str) -> Result<(), DomainError> {
+    if limits::has_nul(s) || s.len() > 4 * limits::TEXT_KEYWORD_MAX_CHARS {
+        return Err(invalid(format!(
+            "'search_after[{index}]' for field '{}' is not a value this sort can produce; send back the previous page's next_search_after unchanged",
+            field.name
+        )));
+    }
+    Ok(())
 }
 
 fn validate_select(
@@ -851,9 +921,13 @@ fn cursor_value(index: usize, field: &FieldDef, value: &Value) -> Result<CursorV
     let parsed = match field.kind {
         FieldKind::Integer => as_i32(value).map(CursorValue::Int),
         FieldKind::BigInt => value.as_i64().map(CursorValue::Int),
-        FieldKind::Keyword | FieldKind::Text => {
-            value.as_str().map(|s| CursorValue::Str(s.to_owned()))
-        }
+        FieldKind::Keyword | FieldKind::Text => match value.as_str() {
+            Some(s) => {
+                check_cursor_string(index, field, s)?;
+                Some(CursorValue::Str(s.to_owned()))
+            }
+            None => None,
+        },
         FieldKind::Uuid => value
             .as_str()
             .and_then(|s| uuid::Uuid::parse_str(s).ok())

@@ -458,8 +458,9 @@ async fn next_due(s: &Shared) -> Option<Instant> {
     let at = s.repo.next_retry_due().await.ok().flatten()?;
     let wait = at - time::OffsetDateTime::now_utc();
     let wait = Duration::try_from(wait).unwrap_or(Duration::ZERO);
-    // a little slack so the database's now() has passed run_after
-    Some(Instant::now() + wait + Duration::from_millis(5))
+    // a little slack so the database's now() has passed run_after; a time
+    // beyond what an Instant holds is simply not waited for
+    Instant::now().checked_add(wait.saturating_add(Duration::from_millis(5)))
 }
 
 /// Jobs started together in one statement, at most.

@@ -44,7 +44,8 @@ pub(crate) const MILLISECOND: Duration = Duration::milliseconds(1);
 /// `t` as RFC 3339 in UTC (`…Z`), the one timestamp format of results and
 /// cursors.
 pub(crate) fn format_timestamp(t: OffsetDateTime) -> String {
-    let utc = t.to_offset(UtcOffset::UTC);
+    // a value outside UTC's years (never one VQL validation passes) keeps its offset
+    let utc = t.checked_to_offset(UtcOffset::UTC).unwrap_or(t);
     utc.format(&Rfc3339).unwrap_or_else(|_| utc.to_string())
 }
 
@@ -53,7 +54,7 @@ pub(crate) fn format_timestamp(t: OffsetDateTime) -> String {
 /// omits (`lte 23:00:00Z` means `lte 23:00:00.999`); with every field
 /// present nothing is rounded, and the bound is just cut to milliseconds.
 pub(crate) fn format_timestamp_full(t: OffsetDateTime) -> String {
-    let utc = t.to_offset(UtcOffset::UTC);
+    let utc = t.checked_to_offset(UtcOffset::UTC).unwrap_or(t);
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
         utc.year(),

@@ -249,11 +249,19 @@ fn range_predicate(
             }
             (FieldKind::Timestamp, Bound::Timestamp(t)) => {
                 let floor = floor_millis(t);
+                let next = || {
+                    floor.checked_add(MILLISECOND).ok_or_else(|| {
+                        SearchError::InvalidQuery(format!(
+                            "the range_query bound on '{}' is at the end of time",
+                            field.name
+                        ))
+                    })
+                };
                 let (op, at) = match op {
-                    ">" => (">=", floor + MILLISECOND),
+                    ">" => (">=", next()?),
                     ">=" => (">=", floor),
                     "<" => ("<", floor),
-                    _ => ("<", floor + MILLISECOND),
+                    _ => ("<", next()?),
                 };
                 format!("{col} {op} {}", binds.add(SqlBind::Timestamptz(at)))
             }
