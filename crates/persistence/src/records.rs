@@ -470,6 +470,29 @@ impl RecordWriter {
         staged.commit(&batch.rejections).await
     }
 
+    /// The stored records of `uuids` (those that exist), as JSON text.
+    pub async fn stored(&self, service: Service, uuids: &[Uuid]) -> Result<Vec<StoredRecord>> {
+        let rows = self
+            .client
+            .query(
+                &format!(
+                    "SELECT t.uuid, to_jsonb(t.*)::text FROM {} t WHERE t.uuid = ANY($1)",
+                    table(service)
+                ),
+                &[&uuids],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(StoredRecord {
+                    service,
+                    uuid: row.try_get(0)?,
+                    json: row.try_get(1)?,
+                })
+            })
+            .collect()
+    }
+
     /// The first `limit` rejections of the job, in line order.
     pub async fn first_rejections(&self, limit: i64) -> Result<Vec<Rejection>> {
         self.rejections_at_end(limit, "ASC").await

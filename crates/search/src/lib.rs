@@ -164,6 +164,14 @@ pub trait SearchBackend: Send + Sync + fmt::Debug {
         docs: Vec<JsonDocument>,
     ) -> BoxFuture<'_, Result<Vec<RejectedDocument>, SearchError>>;
 
+    /// Removes the documents of `uuids` (those missing are no error). A
+    /// no-op for PostgreSQL.
+    fn delete(
+        &self,
+        service: Service,
+        uuids: Vec<uuid::Uuid>,
+    ) -> BoxFuture<'_, Result<(), SearchError>>;
+
     /// Makes everything indexed so far visible to searches (tests, exports
     /// right after an import). A no-op for PostgreSQL.
     fn refresh(&self, service: Service) -> BoxFuture<'_, Result<(), SearchError>>;

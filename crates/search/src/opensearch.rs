@@ -869,6 +869,37 @@ impl SearchBackend for OpenSearchBackend {
         })
     }
 
+    fn delete(
+        &self,
+        service: Service,
+        uuids: Vec<uuid::Uuid>,
+    ) -> BoxFuture<'_, Result<(), SearchError>> {
+        Box::pin(async move {
+            let items = uuids
+                .into_iter()
+                .map(|uuid| {
+                    let id = uuid.hyphenated().to_string();
+                    let lines = format!("{{\"delete\":{{\"_id\":\"{id}\"}}}}\n").into_bytes();
+                    BulkItem { uuid, id, lines }
+                })
+                .collect();
+            // a document that is not there (404) is as good as deleted
+            match self
+                .bulk_index(service, items)
+                .await?
+                .into_iter()
+                .find(|r| r.status != 404)
+            {
+                None => Ok(()),
+                Some(r) => Err(SearchError::DocumentRejected {
+                    id: r.uuid.to_string(),
+                    status: r.status,
+                    reason: r.reason,
+                }),
+            }
+        })
+    }
+
     fn refresh(&self, service: Service) -> BoxFuture<'_, Result<(), SearchError>> {
         Box::pin(self.refresh_index(service))
     }

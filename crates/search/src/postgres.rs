@@ -592,6 +592,14 @@ impl SearchBackend for PostgresBackend {
         Box::pin(async { Ok(Vec::new()) })
     }
 
+    fn delete(
+        &self,
+        _service: Service,
+        _uuids: Vec<uuid::Uuid>,
+    ) -> BoxFuture<'_, Result<(), SearchError>> {
+        Box::pin(async { Ok(()) })
+    }
+
     fn refresh(&self, _service: Service) -> BoxFuture<'_, Result<(), SearchError>> {
         Box::pin(async { Ok(()) })
     }

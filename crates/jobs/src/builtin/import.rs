@@ -16,7 +16,7 @@
 //!   the first 100 go into `runtime_errors`, and all of them into an error
 //!   report CSV on S3.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::BufReader;
 use std::sync::Arc;
 
@@ -354,14 +354,25 @@ async fn write_batch(
     want_documents: bool,
 ) -> anyhow::Result<i64> {
     let mut refused_lines = 0;
+    // documents an earlier, rolled-back pass indexed
+    let mut indexed_before: HashSet<(Service, uuid::Uuid)> = HashSet::new();
     loop {
         let (staged, docs) = writer.stage(service, &batch, want_documents).await?;
+        let this_pass: HashSet<(Service, uuid::Uuid)> =
+            docs.iter().map(|d| (d.service, d.uuid)).collect();
         let refused = index_documents(search, docs).await?;
         if refused.is_empty() {
             staged.commit(&batch.rejections).await?;
+            let stale: Vec<_> = indexed_before.difference(&this_pass).copied().collect();
+            restore_documents(writer, search, stale).await?;
             return Ok(refused_lines);
         }
         staged.rollback().await?;
+        indexed_before.extend(
+            this_pass
+                .into_iter()
+                .filter(|(_, u)| !refused.contains_key(u)),
+        );
         let dropped = batch.reject(&refused);
         if dropped == 0 {
             anyhow::bail!(
@@ -376,6 +387,38 @@ async fn write_batch(
             "the search index refused records; their lines are rejected and the batch is written again"
         );
     }
+}
+
+/// Brings documents that a rolled-back pass indexed back to what PostgreSQL
+/// holds: re-indexed as stored, or deleted when PostgreSQL has no such record.
+async fn restore_documents(
+    writer: &RecordWriter,
+    search: &dyn SearchBackend,
+    stale: Vec<(Service, uuid::Uuid)>,
+) -> anyhow::Result<()> {
+    for service in Service::ALL {
+        let uuids: Vec<uuid::Uuid> = stale
+            .iter()
+            .filter(|(s, _)| *s == service)
+            .map(|(_, u)| *u)
+            .collect();
+        if uuids.is_empty() {
+            continue;
+        }
+        let stored = writer.stored(service, &uuids).await?;
+        let kept: HashSet<uuid::Uuid> = stored.iter().map(|d| d.uuid).collect();
+        let refused = index_documents(search, stored).await?;
+        let gone: Vec<uuid::Uuid> = uuids
+            .into_iter()
+            .filter(|u| !kept.contains(u) || refused.contains_key(u))
+            .collect();
+        if !gone.is_empty() {
+            search.delete(service, gone).await.with_context(|| {
+                format!("removing {service} records rolled back from the index")
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// Indexes a batch's stored records; returns the ones the index refused,
