@@ -196,7 +196,7 @@ impl<R: BufRead> RecordReader<R> {
 
     /// Gives back what an oversized record made the buffers grow to.
     fn shrink(&mut self) {
-        let cap = self.max_record_bytes.min(1 << 20).max(4096);
+        let cap = self.max_record_bytes.clamp(4096, 1 << 20);
         if self.fields.len() > cap {
             self.fields.truncate(cap);
             self.fields.shrink_to_fit();
@@ -217,7 +217,10 @@ fn count_quotes(bytes: &[u8]) -> u64 {
 mod tests {
     use super::*;
 
-    fn read_all(data: &[u8], max: usize) -> Vec<Result<(u64, Vec<String>, String), String>> {
+    /// A record as read: its line, fields and original text.
+    type Read = (u64, Vec<String>, String);
+
+    fn read_all(data: &[u8], max: usize) -> Vec<Result<Read, String>> {
         let mut r = RecordReader::new(std::io::BufReader::with_capacity(7, data), max);
         let mut out = Vec::new();
         loop {
