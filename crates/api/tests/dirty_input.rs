@@ -179,7 +179,7 @@ async fn read_rows(db: &TestDb, service: Service) -> Vec<Document> {
     };
     let mut conn = db.pool().get().await.unwrap();
     let rows: Vec<JsonRow> = diesel::sql_query(format!(
-        "SELECT to_jsonb(t) AS doc FROM {table} t ORDER BY id"
+        "SELECT to_jsonb(t) - 'version' AS doc FROM {table} t ORDER BY id"
     ))
     .load(&mut *conn)
     .await

@@ -131,6 +131,12 @@ impl JobContext {
         &self.job
     }
 
+    /// The id of the runner that holds this attempt: with the job's id and
+    /// `attempts`, what a handler's own writes are fenced by.
+    pub fn runner_id(&self) -> &str {
+        &self.runner_id
+    }
+
     /// `job_data`.
     pub fn data(&self) -> &Value {
         &self.job.data

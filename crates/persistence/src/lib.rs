@@ -25,6 +25,14 @@ pub enum Error {
     Migration(String),
     #[error("database error: {0}")]
     Postgres(#[from] tokio_postgres::Error),
+    /// A fenced write found that this attempt no longer holds its job (the
+    /// lease expired and the job was rescued, or another attempt runs it).
+    #[error("job {job_id}: attempt {attempt} of runner '{runner_id}' no longer holds the job; nothing was written")]
+    LeaseLost {
+        job_id: i64,
+        attempt: i32,
+        runner_id: String,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -36,6 +36,9 @@ pub struct Rejection {
 pub struct StoredRecord {
     pub service: Service,
     pub uuid: Uuid,
+    /// The row's `version` (from `record_version_seq`, new on every write);
+    /// not part of `json`.
+    pub version: i64,
     pub json: String,
 }
 
@@ -147,6 +150,8 @@ impl RecordBatch {
 pub struct RecordWriter {
     client: Client,
     job_id: i64,
+    /// The claim whose batches these are: (attempt, runner id).
+    fence: Option<(i32, String)>,
 }
 
 fn table(service: Service) -> &'static str {
@@ -207,12 +212,13 @@ fn upsert_sql(service: Service, returning: bool) -> String {
     let t = table(service);
     format!(
         "INSERT INTO {t} AS t ({}) SELECT {} FROM stage_{t} ORDER BY uuid \
-         ON CONFLICT (uuid) DO UPDATE SET {}, updated_at = now(){}",
+         ON CONFLICT (uuid) DO UPDATE SET {}, updated_at = now(), \
+         version = nextval('record_version_seq'){}",
         names.join(", "),
         select.join(", "),
         set.join(", "),
         if returning {
-            " RETURNING t.uuid, to_jsonb(t.*)::text"
+            " RETURNING t.uuid, (to_jsonb(t.*) - 'version')::text, t.version"
         } else {
             ""
         }
@@ -404,7 +410,21 @@ impl RecordWriter {
         for service in Service::ALL {
             client.batch_execute(&staging_ddl(service)).await?;
         }
-        Ok(Self { client, job_id })
+        Ok(Self {
+            client,
+            job_id,
+            fence: None,
+        })
+    }
+
+    /// Fences every batch by this claim of the job: each batch's transaction
+    /// first checks, inside itself, that `runner_id`'s attempt `attempt`
+    /// still holds the job running (and keeps a rescue from taking it until
+    /// the batch ends); otherwise the batch writes nothing and fails with
+    /// [`crate::Error::LeaseLost`].
+    pub fn fenced(mut self, attempt: i32, runner_id: &str) -> Self {
+        self.fence = Some((attempt, runner_id.to_string()));
+        self
     }
 
     /// Writes one batch's records in one transaction, left open: the caller
@@ -418,6 +438,25 @@ impl RecordWriter {
         want_documents: bool,
     ) -> Result<(StagedBatch<'_>, Vec<StoredRecord>)> {
         let tx = self.client.transaction().await?;
+        if let Some((attempt, runner_id)) = &self.fence {
+            // KEY SHARE: progress writes and lease renewals go on, but a
+            // rescue's FOR UPDATE SKIP LOCKED passes this job by until the
+            // batch commits
+            let held = tx
+                .query_opt(
+                    "SELECT 1 FROM jobs WHERE id = $1 AND attempts = $2 AND locked_by = $3 \
+                     AND status IN ('processing', 'retrying') FOR KEY SHARE",
+                    &[&self.job_id, attempt, runner_id],
+                )
+                .await?;
+            if held.is_none() {
+                return Err(crate::Error::LeaseLost {
+                    job_id: self.job_id,
+                    attempt: *attempt,
+                    runner_id: runner_id.clone(),
+                });
+            }
+        }
         let mut docs = Vec::new();
         let groups = [
             (Service::Company, &batch.companies),
@@ -446,6 +485,7 @@ impl RecordWriter {
                         service: svc,
                         uuid: row.try_get(0)?,
                         json: row.try_get(1)?,
+                        version: row.try_get(2)?,
                     });
                 }
             } else {
@@ -476,7 +516,7 @@ impl RecordWriter {
             .client
             .query(
                 &format!(
-                    "SELECT t.uuid, to_jsonb(t.*)::text FROM {} t WHERE t.uuid = ANY($1)",
+                    "SELECT t.uuid, (to_jsonb(t.*) - 'version')::text, t.version FROM {} t WHERE t.uuid = ANY($1)",
                     table(service)
                 ),
                 &[&uuids],
@@ -488,6 +528,7 @@ impl RecordWriter {
                     service,
                     uuid: row.try_get(0)?,
                     json: row.try_get(1)?,
+                    version: row.try_get(2)?,
                 })
             })
             .collect()

@@ -36,6 +36,11 @@ pub type Document = serde_json::Map<String, serde_json::Value>;
 pub struct JsonDocument {
     pub uuid: uuid::Uuid,
     pub json: String,
+    /// The record's version in PostgreSQL. With one, the index keeps the
+    /// document only if no newer version is there (OpenSearch
+    /// `version_type=external_gte`); an older one arriving late is ignored,
+    /// which is success, not an error.
+    pub version: Option<i64>,
 }
 
 /// A document the index refused for good (not a transient failure): the

@@ -303,7 +303,11 @@ fn bulk_item(doc: &Document) -> Result<BulkItem, SearchError> {
         serde_json::to_string(&canonical)
     }
     .map_err(|e| SearchError::InvalidDocument(e.to_string()))?;
-    bulk_item_json(JsonDocument { uuid, json })
+    bulk_item_json(JsonDocument {
+        uuid,
+        json,
+        version: None,
+    })
 }
 
 /// A document already serialised, as its two bulk lines: its text is copied
@@ -315,7 +319,12 @@ fn bulk_item_json(doc: JsonDocument) -> Result<BulkItem, SearchError> {
             "the document of {id} is not a JSON object"
         )));
     }
-    let action = format!("{{\"index\":{{\"_id\":\"{id}\"}}}}\n");
+    let action = match doc.version {
+        None => format!("{{\"index\":{{\"_id\":\"{id}\"}}}}\n"),
+        Some(v) => format!(
+            "{{\"index\":{{\"_id\":\"{id}\",\"version\":{v},\"version_type\":\"external_gte\"}}}}\n"
+        ),
+    };
     let mut lines = Vec::with_capacity(action.len() + doc.json.len() + 1);
     lines.extend_from_slice(action.as_bytes());
     lines.extend_from_slice(doc.json.as_bytes());
@@ -405,6 +414,8 @@ fn read_bulk_response(body: &Value, sent: &[&BulkItem]) -> Result<BulkOutcome, S
         let status16 = u16::try_from(status).unwrap_or(0);
         match result.get("error") {
             None if (200..300).contains(&status) => {}
+            // a newer version is already indexed: this one is not wanted
+            Some(_) if status == 409 => {}
             _ if status == 429 || (500..600).contains(&status) => outcome.retry.push(position),
             None => outcome.rejected.push((
                 position,
@@ -1192,6 +1203,7 @@ mod tests {
         let item = bulk_item_json(JsonDocument {
             uuid,
             json: json.to_owned(),
+            version: None,
         })
         .unwrap();
         assert_eq!(item.id, "0b7e4a54-3f0c-4d51-a2b1-5c9d7e1f2a3b");
@@ -1204,11 +1216,28 @@ mod tests {
             json!({ "index": { "_id": "0b7e4a54-3f0c-4d51-a2b1-5c9d7e1f2a3b" } })
         );
         assert_eq!(lines[1], json);
+        // a versioned document keeps only the newest version
+        let versioned = bulk_item_json(JsonDocument {
+            uuid,
+            json: json.to_owned(),
+            version: Some(42),
+        })
+        .unwrap();
+        let text = String::from_utf8(versioned.lines).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Value>(text.lines().next().unwrap()).unwrap(),
+            json!({ "index": {
+                "_id": "0b7e4a54-3f0c-4d51-a2b1-5c9d7e1f2a3b",
+                "version": 42,
+                "version_type": "external_gte"
+            } })
+        );
         for bad in ["", "[1]", "\"x\""] {
             assert!(matches!(
                 bulk_item_json(JsonDocument {
                     uuid,
-                    json: bad.to_owned()
+                    json: bad.to_owned(),
+                    version: None,
                 }),
                 Err(SearchError::InvalidDocument(_))
             ));
@@ -1257,7 +1286,7 @@ mod tests {
 
     #[test]
     fn bulk_responses_yield_items_to_retry_and_documents_refused() {
-        let items: Vec<BulkItem> = (1..=4_u128)
+        let items: Vec<BulkItem> = (1..=5_u128)
             .map(|n| BulkItem {
                 uuid: uuid::Uuid::from_u128(n),
                 id: n.to_string(),
@@ -1278,7 +1307,8 @@ mod tests {
                 "reason": "failed to parse field [employees_count] of type [integer]",
                 "caused_by": { "type": "number_format_exception", "reason": "For input string: \"many\"" }
             } } },
-            { "index": { "_id": "4", "status": 503, "error": { "type": "unavailable_shards_exception", "reason": "primary not active" } } }
+            { "index": { "_id": "4", "status": 503, "error": { "type": "unavailable_shards_exception", "reason": "primary not active" } } },
+            { "index": { "_id": "5", "status": 409, "error": { "type": "version_conflict_engine_exception", "reason": "current version [9] is higher" } } }
         ]});
         let outcome = read_bulk_response(&mixed, &sent).unwrap();
         assert_eq!(outcome.retry, vec![1, 3]);

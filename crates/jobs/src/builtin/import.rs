@@ -105,7 +105,11 @@ pub(super) async fn run(ctx: JobContext, deps: Arc<BuiltinDeps>) -> anyhow::Resu
 
     let mut writers = Vec::new();
     for _ in 0..writer_count() {
-        writers.push(RecordWriter::connect(&deps.database_url, ctx.job().id).await?);
+        writers.push(
+            RecordWriter::connect(&deps.database_url, ctx.job().id)
+                .await?
+                .fenced(ctx.job().attempts, ctx.runner_id()),
+        );
     }
     let mut done = start;
     if start.next_byte < meta.size {
@@ -438,6 +442,7 @@ async fn index_documents(
             .map(|d| JsonDocument {
                 uuid: d.uuid,
                 json: d.json,
+                version: Some(d.version),
             })
             .collect();
         let n = batch.len();

@@ -273,7 +273,7 @@ pub async fn insert_rows(db: &TestDb, service: Service, rows: &[Value]) {
 pub async fn read_rows(db: &TestDb, service: Service) -> Vec<Document> {
     let mut conn = db.pool().get().await.unwrap();
     let rows: Vec<JsonRow> = diesel::sql_query(format!(
-        "SELECT to_jsonb(t) AS doc FROM {} t ORDER BY id",
+        "SELECT to_jsonb(t) - 'version' AS doc FROM {} t ORDER BY id",
         table(service)
     ))
     .load(&mut *conn)

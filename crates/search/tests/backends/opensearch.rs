@@ -173,3 +173,41 @@ async fn unreachable_backends_report_unavailable() {
     pg.index(Service::Company, &[]).await.unwrap();
     pg.refresh(Service::Company).await.unwrap();
 }
+
+#[tokio::test]
+async fn the_newest_version_wins_whatever_order_documents_arrive_in() {
+    use connectra_search::JsonDocument;
+    let os = OsIndices::new().await;
+    let uuid = uuid::Uuid::from_u128(77);
+    let doc = |name: &str, version: i64| JsonDocument {
+        uuid,
+        json: json!({ "uuid": uuid.to_string(), "name": name }).to_string(),
+        version: Some(version),
+    };
+    // version 5 arrives first, the older version 3 late (a slower batch, a
+    // retry or a stale attempt): the late one is no error and changes nothing
+    for (name, version) in [("Newer", 5), ("Older", 3)] {
+        let refused =
+            os.0.index_json(Service::Company, vec![doc(name, version)])
+                .await
+                .unwrap();
+        assert!(refused.is_empty(), "{refused:?}");
+    }
+    // the same version again (a resumed batch) is taken
+    let refused =
+        os.0.index_json(Service::Company, vec![doc("Newer again", 5)])
+            .await
+            .unwrap();
+    assert!(refused.is_empty(), "{refused:?}");
+    os.0.refresh(Service::Company).await.unwrap();
+    let page = search(
+        &os.0,
+        Service::Company,
+        &json!({ "select_columns": ["name"] }),
+    )
+    .await;
+    assert_eq!(
+        Value::Array(page.data.into_iter().map(Value::Object).collect()),
+        json!([{ "name": "Newer again" }])
+    );
+}
