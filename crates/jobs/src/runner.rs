@@ -439,7 +439,7 @@ async fn claim_loop(
             }
         }
         let due = match cfg.mode {
-            Mode::Retry => next_due(s).await,
+            Mode::Retry => next_due(s, &job_types).await,
             Mode::FirstTime => None,
         };
         // whichever comes first: a retry falling due, or the next claim attempt
@@ -454,10 +454,9 @@ async fn claim_loop(
 }
 
 /// When the earliest waiting retry falls due, as a tokio instant.
-async fn next_due(s: &Shared) -> Option<Instant> {
-    let at = s.repo.next_retry_due().await.ok().flatten()?;
-    let wait = at - time::OffsetDateTime::now_utc();
-    let wait = Duration::try_from(wait).unwrap_or(Duration::ZERO);
+async fn next_due(s: &Shared, job_types: &[String]) -> Option<Instant> {
+    // measured by the database's clock, which run_after was set by
+    let wait = s.repo.next_retry_due(job_types).await.ok().flatten()?;
     // a little slack so the database's now() has passed run_after; a time
     // beyond what an Instant holds is simply not waited for
     Instant::now().checked_add(wait.saturating_add(Duration::from_millis(5)))

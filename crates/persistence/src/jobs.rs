@@ -568,17 +568,36 @@ impl JobRepo {
         })
     }
 
-    /// The earliest `run_after` of a failed job still waiting for a retry.
-    pub async fn next_retry_due(&self) -> Result<Option<OffsetDateTime>> {
+    /// How long until the earliest `run_after` of a failed job of one of
+    /// `job_types` still waiting for a retry, by the database's clock (zero
+    /// when one is already due); `None` when no such job waits. Job types a
+    /// runner cannot run are not its business: a due job of another type
+    /// would otherwise wake it again and again.
+    pub async fn next_retry_due(
+        &self,
+        job_types: &[String],
+    ) -> Result<Option<std::time::Duration>> {
+        #[derive(QueryableByName)]
+        struct Due {
+            #[diesel(sql_type = diesel::sql_types::Nullable<BigInt>)]
+            ms: Option<i64>,
+        }
+        if job_types.is_empty() {
+            return Ok(None);
+        }
         let mut conn = self.pool.get().await?;
-        let due = jobs::table
-            .filter(jobs::status.eq("failed"))
-            .filter(jobs::run_after.is_not_null())
-            .filter(jobs::cancel_requested.eq(false))
-            .select(diesel::dsl::min(jobs::run_after))
-            .first::<Option<OffsetDateTime>>(&mut conn)
-            .await?;
-        Ok(due)
+        let due: Due = diesel::sql_query(
+            "SELECT ceil(extract(epoch FROM (min(run_after) - now())) * 1000)::int8 AS ms
+             FROM jobs
+             WHERE status = 'failed' AND run_after IS NOT NULL AND NOT cancel_requested
+               AND job_type = ANY($1)",
+        )
+        .bind::<diesel::sql_types::Array<Text>, _>(job_types)
+        .get_result(&mut conn)
+        .await?;
+        Ok(due
+            .ms
+            .map(|ms| std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))))
     }
 
     /// Checks that the database answers.

@@ -6,6 +6,7 @@
 //! upload. On any failure the channel carries an error instead of the end of
 //! the file, the upload is aborted, and no object, partial or whole, appears.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -123,9 +124,9 @@ pub(super) async fn run(ctx: JobContext, deps: Arc<BuiltinDeps>) -> anyhow::Resu
         abort_left_behind(&deps.storage, &bucket, &key).await;
     }
 
-    let (tx, mut rx) = mpsc::channel::<std::io::Result<Bytes>>(4);
-    let body = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
-    let mut reader = StreamReader::new(body);
+    let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(4);
+    let finished = Arc::new(AtomicBool::new(false));
+    let mut reader = StreamReader::new(body_until_end(rx, finished.clone()));
     let storage = deps.storage.clone();
     let (upload_bucket, upload_key) = (bucket.clone(), key.clone());
     let upload = tokio::spawn(async move {
@@ -136,7 +137,11 @@ pub(super) async fn run(ctx: JobContext, deps: Arc<BuiltinDeps>) -> anyhow::Resu
 
     let produced = produce(&ctx, &deps, data.service, query, &columns, &tx).await;
     match &produced {
-        Ok(_) => drop(tx), // end of file: the upload completes
+        Ok(_) => {
+            // the end of the file: only now does the upload complete
+            finished.store(true, Ordering::SeqCst);
+            drop(tx);
+        }
         Err(e) => {
             // an error instead of the end: the upload aborts
             let _ = tx.send(Err(std::io::Error::other(format!("{e:#}")))).await;
@@ -163,6 +168,27 @@ pub(super) async fn run(ctx: JobContext, deps: Arc<BuiltinDeps>) -> anyhow::Resu
             .into_iter()
             .collect(),
         ..JobResponse::default()
+    })
+}
+
+/// The upload's body: the chunks the producer sends, then the end of the
+/// file only if the producer said it finished. A channel closed without
+/// that (the handler was aborted after its stop timeout, panicked, or was
+/// dropped) is an error, so the upload aborts instead of completing a
+/// truncated object.
+fn body_until_end(
+    mut rx: mpsc::Receiver<std::io::Result<Bytes>>,
+    finished: Arc<AtomicBool>,
+) -> impl futures::Stream<Item = std::io::Result<Bytes>> {
+    futures::stream::poll_fn(move |cx| match rx.poll_recv(cx) {
+        std::task::Poll::Ready(None) if !finished.load(Ordering::SeqCst) => {
+            // once: the error ends the upload
+            finished.store(true, Ordering::SeqCst);
+            std::task::Poll::Ready(Some(Err(std::io::Error::other(
+                "the export stopped before its end",
+            ))))
+        }
+        other => other,
     })
 }
 
@@ -209,8 +235,30 @@ async fn produce(
 
 #[cfg(test)]
 mod tests {
-    use super::cell_text;
+    use super::*;
     use serde_json::json;
+
+    async fn read_body(finish: bool) -> std::io::Result<String> {
+        use tokio::io::AsyncReadExt;
+        let (tx, rx) = mpsc::channel(4);
+        let finished = Arc::new(AtomicBool::new(false));
+        let mut reader = StreamReader::new(body_until_end(rx, finished.clone()));
+        tx.send(Ok(Bytes::from_static(b"uuid\n"))).await.ok();
+        tx.send(Ok(Bytes::from_static(b"a\n"))).await.ok();
+        if finish {
+            finished.store(true, Ordering::SeqCst);
+        }
+        drop(tx); // the producer ends, or is dropped mid-export
+        let mut text = String::new();
+        reader.read_to_string(&mut text).await.map(|_| text)
+    }
+
+    #[tokio::test]
+    async fn a_producer_dropped_before_its_end_makes_the_body_fail_not_end() {
+        assert_eq!(read_body(true).await.unwrap(), "uuid\na\n");
+        let err = read_body(false).await.unwrap_err();
+        assert!(err.to_string().contains("stopped before its end"), "{err}");
+    }
 
     #[test]
     fn formulas_are_neutralised_in_text_but_numbers_are_left_alone() {

@@ -33,8 +33,8 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio_util::io::SyncIoBridge;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::records::{Next, RecordReader};
 use super::BuiltinDeps;
@@ -154,12 +154,18 @@ pub(super) async fn run(ctx: JobContext, deps: Arc<BuiltinDeps>) -> anyhow::Resu
         }
     }
 
+    // Every row is committed by now: what fails from here on is reported,
+    // never a reason to mark the import failed (and run it again).
+    let mut afterwards: Vec<String> = Vec::new();
     // what the job wrote is searchable once it completes (an export may follow)
     for service in Service::ALL {
-        deps.search
-            .refresh(service)
-            .await
-            .with_context(|| format!("refreshing the {} {service} index", deps.search.name()))?;
+        if let Err(e) = deps.search.refresh(service).await {
+            tracing::warn!(error = %e, %service, "refreshing the index after an import failed");
+            afterwards.push(format!(
+                "refreshing the {} {service} index failed ({e}); the rows become searchable at its next refresh",
+                deps.search.name()
+            ));
+        }
     }
     let writer = writers
         .pop()
@@ -194,8 +200,15 @@ pub(super) async fn run(ctx: JobContext, deps: Arc<BuiltinDeps>) -> anyhow::Resu
             deps.upload_prefix.trim_end_matches('/'),
             ctx.job().uuid
         );
-        write_error_report(&deps, &writer, &bucket, &report_key).await?;
-        response.error_report_s3_key = Some(report_key);
+        match write_error_report(&deps, &writer, &bucket, &report_key).await {
+            Ok(()) => response.error_report_s3_key = Some(report_key),
+            Err(e) => {
+                tracing::warn!(error = %e, "writing the error report failed");
+                afterwards.push(format!(
+                    "the error report could not be written to s3://{bucket}/{report_key} ({e:#})"
+                ));
+            }
+        }
     }
     let mut messages = format!(
         "imported {} rows from '{location}'; {rejected} rejected",
@@ -212,6 +225,10 @@ pub(super) async fn run(ctx: JobContext, deps: Arc<BuiltinDeps>) -> anyhow::Resu
             "; {} had a filter value longer than {MAX_FILTER_VALUE_BYTES} bytes, stored and searchable but not added to the filters",
             done.filter_values_skipped
         ));
+    }
+    for note in &afterwards {
+        messages.push_str("; ");
+        messages.push_str(note);
     }
     response.messages = Some(messages);
     response
@@ -239,7 +256,12 @@ fn writer_count() -> usize {
 
 /// A batch being written: its task (which hands back the writer and how many
 /// of its lines the search index refused) and the checkpoint after it.
-type InFlight = VecDeque<(JoinHandle<anyhow::Result<(RecordWriter, i64)>>, Checkpoint)>;
+/// Aborted when dropped: a handler that is stopped (after its stop timeout,
+/// or by a panic) leaves no batch task running behind it.
+type InFlight = VecDeque<(
+    AbortOnDropHandle<anyhow::Result<(RecordWriter, i64)>>,
+    Checkpoint,
+)>;
 
 /// Writes batches as the parser sends them: each batch is written to
 /// PostgreSQL and then indexed, up to [`writer_count`] batches at a time.
@@ -289,7 +311,7 @@ async fn write_batches(
                 .await?;
                 Ok((writer, refused))
             });
-            in_flight.push_back((task, dispatched));
+            in_flight.push_back((AbortOnDropHandle::new(task), dispatched));
             if ctx.is_cancelled() {
                 break;
             }
@@ -304,9 +326,7 @@ async fn write_batches(
     .await;
     if let Err(e) = result {
         // stop the other batches; their transactions roll back with their connections
-        for (task, _) in in_flight {
-            task.abort();
-        }
+        drop(in_flight);
         return Err(e);
     }
     Ok((writers, done))
