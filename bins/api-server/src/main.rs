@@ -11,7 +11,7 @@ use connectra_domain::job::{CreateRules, EXPORT_CSV_FILE, INSERT_CSV_FILE};
 use connectra_jobs::builtin::{register, search_from_settings, storage_from_settings, BuiltinDeps};
 use connectra_jobs::process::{init_tracing, shutdown_on_signal};
 use connectra_jobs::{Mode, Registry, Runner, RunnerConfig};
-use connectra_persistence::{build_pool, run_migrations, JobRepo};
+use connectra_persistence::{build_pool_with_statement_timeout, run_migrations, JobRepo};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -25,7 +25,11 @@ async fn main() -> anyhow::Result<()> {
     }
     settings.validate_for_api()?;
     let s3 = storage_from_settings(&settings)?;
-    let pool = build_pool(url, settings.database_pool_size)?;
+    let pool = build_pool_with_statement_timeout(
+        url,
+        settings.database_pool_size,
+        settings.statement_timeout(),
+    )?;
     let repo = JobRepo::new(pool.clone());
     let shutdown = shutdown_on_signal()?;
     let search = search_from_settings(&settings, pool).await?;

@@ -34,6 +34,9 @@ impl fmt::Debug for Secret {
 pub struct Settings {
     pub database_url: Secret,
     pub database_pool_size: usize,
+    /// PostgreSQL cancels any statement of the pooled connections that runs
+    /// longer (0 turns the limit off).
+    pub database_statement_timeout_seconds: u64,
     pub api_keys: Vec<Secret>,
     pub http_addr: SocketAddr,
     /// Largest accepted request body, in bytes.
@@ -87,6 +90,7 @@ impl Settings {
         }
         let built = Config::builder()
             .set_default("database_pool_size", 16)
+            .and_then(|b| b.set_default("database_statement_timeout_seconds", 30))
             .and_then(|b| b.set_default("api_keys", Vec::<String>::new()))
             .and_then(|b| b.set_default("http_addr", "127.0.0.1:8080"))
             .and_then(|b| b.set_default("max_body_bytes", 1024 * 1024))
@@ -175,6 +179,12 @@ impl Settings {
     }
 
     /// The ticker: `TICKER_INTERVAL_SECONDS` when set, else `TICKER_INTERVAL_MINUTES`.
+    /// `DATABASE_STATEMENT_TIMEOUT_SECONDS`, `None` when 0.
+    pub fn statement_timeout(&self) -> Option<Duration> {
+        (self.database_statement_timeout_seconds > 0)
+            .then(|| Duration::from_secs(self.database_statement_timeout_seconds))
+    }
+
     pub fn ticker_interval(&self) -> Duration {
         match self.ticker_interval_seconds {
             Some(s) => Duration::from_secs(s),

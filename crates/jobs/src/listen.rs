@@ -67,6 +67,19 @@ enum ListenError {
     Postgres(#[from] tokio_postgres::Error),
     #[error("the server closed the LISTEN connection")]
     Closed,
+    #[error("the LISTEN connection did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+}
+
+/// How long a LISTEN or a ping may take before the connection counts as lost.
+const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `sql` on the LISTEN connection, given [`ANSWER_WITHIN`] to answer.
+async fn within(client: &tokio_postgres::Client, sql: &str) -> Result<(), ListenError> {
+    tokio::time::timeout(ANSWER_WITHIN, client.batch_execute(sql))
+        .await
+        .map_err(|_| ListenError::Timeout(ANSWER_WITHIN))?
+        .map_err(ListenError::from)
 }
 
 async fn listen(
@@ -76,12 +89,16 @@ async fn listen(
     shutdown: &CancellationToken,
     listening_since: &mut Option<std::time::Instant>,
 ) -> Result<(), ListenError> {
-    let (client, mut connection) = tokio_postgres::connect(url, NoTls).await?;
+    let url = connectra_persistence::connection_url(url);
+    let (client, mut connection) =
+        tokio::time::timeout(ANSWER_WITHIN, tokio_postgres::connect(&url, NoTls))
+            .await
+            .map_err(|_| ListenError::Timeout(ANSWER_WITHIN))??;
     // The connection object yields notifications; poll it in this task.
     let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
     let listen_sql = format!("LISTEN {JOBS_CHANNEL}; LISTEN {CANCEL_CHANNEL}");
-    let mut pending: Option<futures::future::BoxFuture<'_, Result<(), tokio_postgres::Error>>> =
-        Some(Box::pin(client.batch_execute(&listen_sql)));
+    let mut pending: Option<futures::future::BoxFuture<'_, Result<(), ListenError>>> =
+        Some(Box::pin(within(&client, &listen_sql)));
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
     loop {
@@ -96,7 +113,7 @@ async fn listen(
                 wake.notify_one();
             }
             _ = ping.tick(), if pending.is_none() => {
-                pending = Some(Box::pin(client.batch_execute("SELECT 1")));
+                pending = Some(Box::pin(within(&client, "SELECT 1")));
             }
             msg = messages.next() => match msg {
                 Some(Ok(AsyncMessage::Notification(n))) if n.channel() == CANCEL_CHANNEL => {

@@ -9,7 +9,10 @@ pub mod schema;
 pub mod testing;
 
 pub use jobs::{Job, JobRepo};
-pub use pool::{build_pool, run_migrations, PgPool, MIGRATIONS};
+pub use pool::{
+    build_pool, build_pool_with_statement_timeout, connection_url, run_migrations, PgPool,
+    MIGRATIONS,
+};
 
 /// Errors of this crate. Diesel's `NotFound` is returned as `Ok(None)` by lookups instead.
 #[derive(Debug, thiserror::Error)]

@@ -401,7 +401,8 @@ fn rejection(row: &tokio_postgres::Row) -> Result<Rejection> {
 impl RecordWriter {
     /// Opens a connection of its own for the import of job `job_id`.
     pub async fn connect(database_url: &str, job_id: i64) -> Result<Self> {
-        let (client, connection) = tokio_postgres::connect(database_url, NoTls).await?;
+        let (client, connection) =
+            tokio_postgres::connect(&crate::connection_url(database_url), NoTls).await?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::warn!(error = %e, "import connection closed with an error");

@@ -46,3 +46,27 @@ async fn the_next_retry_is_due_only_for_the_runners_job_types_by_the_databases_c
     );
     assert_eq!(repo.next_retry_due(&[]).await.unwrap(), None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_statements_are_cancelled_after_the_statement_timeout() {
+    let db = TestDb::new().await;
+    let pool = connectra_persistence::build_pool_with_statement_timeout(
+        db.url(),
+        2,
+        Some(std::time::Duration::from_millis(200)),
+    )
+    .unwrap();
+    let mut conn = pool.get().await.unwrap();
+    let started = std::time::Instant::now();
+    let err = diesel::sql_query("SELECT pg_sleep(5)")
+        .execute(&mut conn)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("statement timeout"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(4));
+    // a short statement is unaffected
+    diesel::sql_query("SELECT pg_sleep(0.01)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+}
