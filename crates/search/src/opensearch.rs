@@ -50,6 +50,10 @@ const BULK_MAX_ATTEMPTS: u32 = 6;
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a bulk write keeps trying while OpenSearch is unreachable, times
+/// out or answers 5xx as a whole (a node restarting, a pause), before the
+/// batch fails; the job's own retries take over from there.
+const BULK_RIDE_OUT: Duration = Duration::from_secs(180);
 
 fn index_suffix(service: Service) -> &'static str {
     match service {
@@ -571,8 +575,28 @@ impl OpenSearchBackend {
         for chunk in chunks_within(&items, |i| i.lines.len(), self.bulk_max_bytes) {
             let mut pending: Vec<&BulkItem> = chunk.iter().collect();
             let mut attempt = 1;
+            let mut unavailable_since: Option<tokio::time::Instant> = None;
+            let mut unavailable_tries = 0;
             loop {
-                let outcome = self.send_bulk(&index, &pending).await?;
+                let outcome = match self.send_bulk(&index, &pending).await {
+                    Ok(outcome) => outcome,
+                    Err(e)
+                        if e.is_unavailable()
+                            && unavailable_since
+                                .get_or_insert_with(tokio::time::Instant::now)
+                                .elapsed()
+                                < BULK_RIDE_OUT =>
+                    {
+                        unavailable_tries += 1;
+                        tracing::warn!(index, error = %e, tries = unavailable_tries,
+                            "OpenSearch is unavailable for a bulk write; trying again");
+                        tokio::time::sleep(backoff(unavailable_tries)).await;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                unavailable_since = None;
+                unavailable_tries = 0;
                 refused.extend(outcome.rejected.iter().filter_map(|(p, status, reason)| {
                     pending.get(*p).map(|item| RejectedDocument {
                         uuid: item.uuid,
