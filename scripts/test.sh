@@ -13,3 +13,5 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
 scripts/e2e.sh
+# last: it stops and restarts the shared services
+scripts/chaos.sh

@@ -103,6 +103,11 @@ pub(super) async fn run(ctx: JobContext, deps: Arc<BuiltinDeps>) -> anyhow::Resu
         }),
     };
 
+    // idempotent; here for a backend that was down when the process started
+    deps.search
+        .ensure_indices()
+        .await
+        .with_context(|| format!("preparing the {} search indices", deps.search.name()))?;
     let mut writers = Vec::new();
     for _ in 0..writer_count() {
         writers.push(

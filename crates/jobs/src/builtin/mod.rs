@@ -88,7 +88,10 @@ pub fn storage_from_settings(
 }
 
 /// The search backend: OpenSearch when `OPENSEARCH_URL` is set (its indices
-/// are created if missing), otherwise PostgreSQL.
+/// are created if missing), otherwise PostgreSQL. OpenSearch need not be up
+/// for the process to start: when it does not answer, this says so and
+/// returns the backend anyway (`/ready` reports it, imports create the
+/// indices when they start, and bulk writes wait for it).
 pub async fn search_from_settings(
     settings: &connectra_config::Settings,
     pool: connectra_persistence::PgPool,
@@ -102,10 +105,15 @@ pub async fn search_from_settings(
         ),
         None => Arc::new(connectra_search::PostgresBackend::new(pool)),
     };
-    search
-        .ensure_indices()
-        .await
-        .with_context(|| format!("preparing the {} search indices", search.name()))?;
+    match search.ensure_indices().await {
+        Ok(()) => {}
+        Err(e) if e.is_unavailable() => tracing::warn!(error = %e,
+            "the search backend does not answer yet; starting anyway, its indices are created when it does"),
+        Err(e) => {
+            return Err(anyhow::Error::from(e)
+                .context(format!("preparing the {} search indices", search.name())))
+        }
+    }
     Ok(search)
 }
 
