@@ -9,6 +9,9 @@
 #   pg_restart   PostgreSQL stopped (-m fast) and started again
 #   os_pause     OpenSearch frozen with SIGSTOP for 25 s, then SIGCONT
 #   os_kill      OpenSearch killed (SIGKILL) and started again
+#   s3_export    S3 stopped for a few seconds in the middle of an export of
+#                every imported row; the export must end with every row, or
+#                fail cleanly with no object
 #
 # Run by scripts/test.sh after the other tests, since it stops the shared
 # services. Stops everything it started (by PID) on exit.
@@ -21,7 +24,7 @@ eval "$(scripts/stack.sh env)"
 cargo build --locked --bin api-server --bin job-runner --bin retry-runner 2>&1 | tail -1
 
 ROWS=${CHAOS_ROWS:-300000}
-CASES=${CHAOS_CASES:-pg_restart,os_pause,os_kill}
+CASES=${CHAOS_CASES:-pg_restart,os_pause,os_kill,s3_export}
 WORK=$(mktemp -d)
 PORT=${CHAOS_PORT:-18091}
 PG_ADMIN="postgres://postgres@127.0.0.1:${PG_PORT:-5433}/postgres"
@@ -76,8 +79,37 @@ inject() {
       kill -KILL "$(os_pid)"
       while kill -0 "$(os_pid)" 2>/dev/null; do sleep 0.2; done
       scripts/stack.sh up opensearch >/dev/null ;;
+    s3_export)
+      scripts/stack.sh down s3 >/dev/null
+      sleep 3
+      scripts/stack.sh up s3 >/dev/null ;;
+    none) ;;
     *) fail "unknown case $1" ;;
   esac
+}
+
+run_job() { # case body fault -> uuid of the completed job
+  local name=$1 body=$2 fault=$3 uuid done_rows=0 status=""
+  uuid=$(curl -fsS "${H[@]}" "${J[@]}" -X POST "$API/common/jobs/create" -d "$body" \
+    | python3 -c "import json,sys; print(json.load(sys.stdin)['data']['uuid'])")
+  if [ "$fault" != none ]; then
+    # mid-job: once a fifth of the rows are done
+    for _ in $(seq 1 3000); do
+      done_rows=$(job_field "$uuid" "d['rows_processed']")
+      [ "${done_rows:-0}" -ge $((ROWS / 5)) ] && break
+      [ "$(job_field "$uuid" "d['status']")" = completed ] && fail "$name: the job ended before the fault"
+      sleep 0.1
+    done
+    echo "chaos: $name: injecting at $done_rows rows" >&2
+    inject "$fault"
+  fi
+  for _ in $(seq 1 1800); do
+    status=$(job_field "$uuid" "d['status']")
+    [ "$status" = completed ] && break
+    [ "$status" = failed ] && [ "$(job_field "$uuid" "d['run_after']")" = None ] && break
+    sleep 0.5
+  done
+  echo "$uuid $status"
 }
 
 run_case() {
@@ -97,30 +129,12 @@ run_case() {
   url=$(echo "$up" | python3 -c "import json,sys; print(json.load(sys.stdin)['upload_url'])")
   key=$(echo "$up" | python3 -c "import json,sys; print(json.load(sys.stdin)['s3_key'])")
   curl -fsS -X PUT -H 'Content-Type: text/csv' --upload-file "$WORK/contacts.csv" "$url" >/dev/null
-  uuid=$(curl -fsS "${H[@]}" "${J[@]}" -X POST "$API/common/jobs/create" \
-    -d "{\"job_type\": \"insert_csv_file\", \"job_data\": {\"s3_key\": \"$key\"}, \"retry_count\": 5, \"retry_interval\": 1}" \
-    | python3 -c "import json,sys; print(json.load(sys.stdin)['data']['uuid'])")
-
-  # mid-import: once a fifth of the rows are in
-  local done_rows=0
-  for _ in $(seq 1 3000); do
-    done_rows=$(job_field "$uuid" "d['rows_processed']")
-    [ "${done_rows:-0}" -ge $((ROWS / 5)) ] && break
-    [ "$(job_field "$uuid" "d['status']")" = completed ] && fail "$name: the import ended before the fault"
-    sleep 0.1
-  done
-  echo "chaos: $name: injecting at $done_rows rows" >&2
-  inject "$name"
-
-  local status=""
-  for _ in $(seq 1 1800); do
-    status=$(job_field "$uuid" "d['status']")
-    [ "$status" = completed ] && break
-    [ "$status" = failed ] && [ "$(job_field "$uuid" "d['run_after']")" = None ] \
-      && fail "$name: the job failed for good: $(curl -s "${H[@]}" "$API/common/jobs/$uuid")"
-    sleep 0.5
-  done
-  [ "$status" = completed ] || fail "$name: the job did not complete: $(curl -s "${H[@]}" "$API/common/jobs/$uuid")"
+  local fault=$name
+  [ "$name" = s3_export ] && fault=none
+  uuid=$(run_job "$name" "{\"job_type\": \"insert_csv_file\", \"job_data\": {\"s3_key\": \"$key\"}, \"retry_count\": 5, \"retry_interval\": 1}" "$fault")
+  local status
+  read -r uuid status <<<"$uuid"
+  [ "$status" = completed ] || fail "$name: the import did not complete: $(curl -s "${H[@]}" "$API/common/jobs/$uuid")"
   local rows attempts
   rows=$(job_field "$uuid" "d['rows_processed']")
   attempts=$(job_field "$uuid" "d['attempts']")
@@ -147,7 +161,30 @@ if len(pg) != rows or pg != os_ids:
           f"only in opensearch {len(os_ids - pg)}", file=sys.stderr)
     sys.exit(1)
 PY
-  echo "chaos: $name: completed after $attempts attempt(s), $ROWS rows in both stores ($(( $(date +%s) - started )) s)" >&2
+  if [ "$name" = s3_export ]; then
+    local export status_e
+    export=$(run_job "$name" '{"job_type": "export_csv_file", "retry_count": 5, "retry_interval": 1, "job_data": {"service": "contact", "vql": {"select_columns": ["uuid", "email", "first_name", "last_name", "title", "country", "city"]}}}' s3_export)
+    read -r export status_e <<<"$export"
+    attempts=$(job_field "$export" "d['attempts']")
+    local object="$S3_BUCKET/$(job_field "$export" "d['job_response'].get('s3_key') or 'uploads/' + d['uuid'] + '.csv'")"
+    if [ "$status_e" = completed ]; then
+      local dl
+      dl=$(curl -fsS "${H[@]}" "$API/common/jobs/$export/download-url" | python3 -c "import json,sys; print(json.load(sys.stdin)['download_url'])")
+      local lines
+      lines=$(curl -fsS "$dl" | python3 -c "import csv,sys; print(sum(1 for _ in csv.reader(sys.stdin)))")
+      [ "$lines" = $((ROWS + 1)) ] || fail "$name: the export holds $lines lines, want $((ROWS + 1))"
+      echo "chaos: $name: the export completed after $attempts attempt(s) with all $ROWS rows ($(( $(date +%s) - started )) s)" >&2
+    else
+      # failed for good: all or nothing, so no object
+      local code
+      code=$(curl -s -o /dev/null -w '%{http_code}' --aws-sigv4 "aws:amz:${S3_REGION:-us-east-1}:s3" \
+        --user "$S3_ACCESS_KEY_ID:$S3_SECRET_ACCESS_KEY" -I "$S3_ENDPOINT/$object")
+      [ "$code" = 404 ] || fail "$name: a failed export left $object (HTTP $code)"
+      echo "chaos: $name: the export failed cleanly after $attempts attempt(s), no object ($(( $(date +%s) - started )) s)" >&2
+    fi
+  else
+    echo "chaos: $name: completed after $attempts attempt(s), $ROWS rows in both stores ($(( $(date +%s) - started )) s)" >&2
+  fi
   stop_processes
   drop_case
 }

@@ -151,6 +151,18 @@ impl Settings {
         if self.job_max_rescues < 0 {
             return Err(ConfigError("JOB_MAX_RESCUES must not be negative".into()));
         }
+        // With the PostgreSQL search backend a running export holds a pooled
+        // connection for its whole scroll; the progress writes, claims and
+        // lease renewals need others. Both runners may share one pool (the
+        // api-server with RUN_JOBS_IN_PROCESS), so a smaller pool can hang.
+        let needed = 2 * self.parallel_jobs + 4;
+        if self.opensearch_url.is_none() && self.database_pool_size < needed {
+            return Err(ConfigError(format!(
+                "DATABASE_POOL_SIZE {} is too small for PARALLEL_JOBS {} with the PostgreSQL search backend: \
+                 each running export holds one connection for its scroll; use at least {needed}",
+                self.database_pool_size, self.parallel_jobs
+            )));
+        }
         if !self.database_url.expose().starts_with("postgres://")
             && !self.database_url.expose().starts_with("postgresql://")
         {
@@ -292,6 +304,32 @@ mod tests {
         assert!(e.to_string().contains("PARALLEL_JOBS"), "{e}");
         let e = Settings::load_from(None, env(&[])).unwrap_err();
         assert!(e.to_string().contains("DATABASE_URL"), "{e}");
+    }
+
+    #[test]
+    fn the_pool_must_fit_the_exports_of_the_postgres_backend() {
+        let e = Settings::load_from(
+            None,
+            env(&[DB, ("PARALLEL_JOBS", "8"), ("DATABASE_POOL_SIZE", "16")]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("use at least 20"), "{e}");
+        let s = Settings::load_from(
+            None,
+            env(&[DB, ("PARALLEL_JOBS", "8"), ("DATABASE_POOL_SIZE", "20")]),
+        );
+        assert!(s.is_ok());
+        // OpenSearch scrolls hold no database connection
+        let s = Settings::load_from(
+            None,
+            env(&[
+                DB,
+                ("PARALLEL_JOBS", "8"),
+                ("DATABASE_POOL_SIZE", "16"),
+                ("OPENSEARCH_URL", "http://127.0.0.1:9200"),
+            ]),
+        );
+        assert!(s.is_ok());
     }
 
     #[test]

@@ -225,23 +225,32 @@ impl Shared {
     }
 }
 
-/// How often a write of an outcome is tried before the job is left to expire
-/// and be rescued (a deadlock or a dropped connection is worth a retry).
-const WRITE_ATTEMPTS: u32 = 3;
-
-/// Runs `write` until it succeeds or [`WRITE_ATTEMPTS`] are used up.
-async fn with_retries<T, F, Fut>(what: &str, mut write: F) -> connectra_persistence::Result<T>
+/// Runs `write` until it succeeds, backing off from 100 ms to 5 s, for up
+/// to `for_up_to` (the lease: past it the write is fenced out anyway, and
+/// the job is rescued). A failover of a few seconds therefore costs a
+/// finished job nothing, where a handful of quick retries would leave it to
+/// be rescued and run again.
+async fn with_retries<T, F, Fut>(
+    what: &str,
+    for_up_to: Duration,
+    mut write: F,
+) -> connectra_persistence::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = connectra_persistence::Result<T>>,
 {
+    let deadline = Instant::now() + for_up_to;
+    let mut pause = None;
     let mut attempt = 1;
     loop {
         match write().await {
             Ok(v) => return Ok(v),
-            Err(e) if attempt < WRITE_ATTEMPTS => {
+            Err(e) if Instant::now() < deadline => {
+                let wait = crate::wake::next_backoff(pause);
+                pause = Some(wait);
                 tracing::warn!(error = %e, attempt, "{what} failed; trying again");
-                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                tokio::time::sleep(wait.min(deadline.saturating_duration_since(Instant::now())))
+                    .await;
                 attempt += 1;
             }
             Err(e) => return Err(e),
@@ -626,8 +635,10 @@ async fn finish_loop(s: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Finished>) 
                     _ => None,
                 })
                 .collect();
-            let written =
-                with_retries("writing completions", || s.repo.complete_many(&s.id, &rows)).await;
+            let written = with_retries("writing completions", s.config.lease, || {
+                s.repo.complete_many(&s.id, &rows)
+            })
+            .await;
             s.let_go(rows.iter().map(|r| r.0));
             match written {
                 Ok(written) => {
@@ -671,7 +682,10 @@ async fn write_outcome(s: &Shared, job: &Job, outcome: Outcome, user_cancelled: 
     }
     let written = match outcome {
         Outcome::Completed(response) => {
-            let r = with_retries("writing the outcome", || s.repo.complete(fence, &response)).await;
+            let r = with_retries("writing the outcome", s.config.lease, || {
+                s.repo.complete(fence, &response)
+            })
+            .await;
             if matches!(r, Ok(true)) {
                 s.counters.completed.fetch_add(1, Ordering::Relaxed);
             }
@@ -714,7 +728,10 @@ async fn fail(
     fence: connectra_persistence::jobs::Fence<'_>,
     response: &JobResponse,
 ) -> connectra_persistence::Result<bool> {
-    let r = with_retries("writing the failure", || s.repo.fail(fence, response)).await;
+    let r = with_retries("writing the failure", s.config.lease, || {
+        s.repo.fail(fence, response)
+    })
+    .await;
     if matches!(r, Ok(true)) {
         s.counters.failed.fetch_add(1, Ordering::Relaxed);
     }
@@ -722,7 +739,10 @@ async fn fail(
 }
 
 async fn release(s: &Shared, job: &Job) {
-    let released = with_retries("handing a job back", || s.repo.release(job.fence(&s.id))).await;
+    let released = with_retries("handing a job back", s.config.lease, || {
+        s.repo.release(job.fence(&s.id))
+    })
+    .await;
     s.let_go([job.id]);
     match released {
         Ok(true) => {
