@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use connectra_domain::job::NewJob;
@@ -17,25 +17,15 @@ use serde_json::json;
 const ROWS: usize = 30_000;
 const BATCH: usize = 500;
 
-fn env(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_string())
-}
+mod common;
+
+use common::env;
 
 fn runner(db: &TestDb) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_job-runner"))
-        .env("DATABASE_URL", db.url())
-        .env("S3_ENDPOINT", env("S3_ENDPOINT", "http://127.0.0.1:8333"))
-        .env("S3_REGION", env("S3_REGION", "us-east-1"))
-        .env("S3_ACCESS_KEY_ID", env("S3_ACCESS_KEY_ID", "testaccess"))
-        .env(
-            "S3_SECRET_ACCESS_KEY",
-            env("S3_SECRET_ACCESS_KEY", "testsecret123"),
-        )
-        .env("S3_BUCKET", env("S3_BUCKET", "connectra"))
+    common::job_runner(db.url())
         .env_remove("OPENSEARCH_URL")
         .env("BATCH_SIZE_FOR_INSERTION", BATCH.to_string())
         .env("JOB_LEASE_SECONDS", "2")
-        .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
         .unwrap()

@@ -188,18 +188,11 @@ async fn read_rows(db: &TestDb, service: Service) -> Vec<Document> {
 }
 
 fn post(uri: &str, body: &Value) -> Req {
-    test::TestRequest::post()
-        .uri(uri)
-        .insert_header(("X-API-Key", KEY))
-        .set_json(body)
-        .to_request()
+    common::post_as(KEY, uri, body)
 }
 
 fn get(uri: &str) -> Req {
-    test::TestRequest::get()
-        .uri(uri)
-        .insert_header(("X-API-Key", KEY))
-        .to_request()
+    common::get_as(KEY, uri)
 }
 
 /// What is wrong with an answer's shape, if anything: a 5xx, a 2xx without

@@ -41,18 +41,11 @@ async fn exec(pool: &PgPool, sql: &str) {
 }
 
 fn post(uri: &str, body: Value) -> Req {
-    test::TestRequest::post()
-        .uri(uri)
-        .insert_header(("X-API-Key", KEY))
-        .set_json(body)
-        .to_request()
+    common::post_as(KEY, uri, &body)
 }
 
 fn get(uri: &str) -> Req {
-    test::TestRequest::get()
-        .uri(uri)
-        .insert_header(("X-API-Key", KEY))
-        .to_request()
+    common::get_as(KEY, uri)
 }
 
 async fn seed(pool: &PgPool) {

@@ -38,6 +38,23 @@ where
     read(app.call(req).await.unwrap()).await
 }
 
+/// A `POST` of `body` as JSON, authenticated with `key`.
+pub fn post_as(key: &str, uri: &str, body: &Value) -> actix_http::Request {
+    test::TestRequest::post()
+        .uri(uri)
+        .insert_header(("X-API-Key", key))
+        .set_json(body)
+        .to_request()
+}
+
+/// A `GET`, authenticated with `key`.
+pub fn get_as(key: &str, uri: &str) -> actix_http::Request {
+    test::TestRequest::get()
+        .uri(uri)
+        .insert_header(("X-API-Key", key))
+        .to_request()
+}
+
 /// The `ERR_…` code of an error body; asserts `success: false`.
 pub fn error_code(body: &Value) -> &str {
     assert_eq!(body["success"], json!(false), "{body}");
