@@ -21,6 +21,7 @@ use actix_web::http::StatusCode;
 use actix_web::{test, App};
 use common::{call, error_code};
 use connectra_api::{configure, AppState};
+use connectra_domain::catalogue;
 use connectra_domain::job::{CreateRules, EXPORT_CSV_FILE, INSERT_CSV_FILE};
 use connectra_domain::Service;
 use connectra_persistence::testing::TestDb;
@@ -689,40 +690,17 @@ async fn cursors_that_no_page_could_have_produced_are_400s_on_both_backends() {
 // 6. Generated bodies
 // ---------------------------------------------------------------------------
 
-const FIELD_NAMES: &[&str] = &[
-    "id",
-    "uuid",
-    "first_name",
-    "last_name",
-    "email",
-    "title",
-    "seniority",
-    "departments",
-    "phone",
-    "linkedin_url",
-    "email_status",
-    "country",
-    "state",
-    "city",
-    "company_id",
-    "extra",
-    "created_at",
-    "updated_at",
-    "name",
-    "website",
-    "domain",
-    "industries",
-    "keywords",
-    "technologies",
-    "employees_count",
-    "annual_revenue",
-    "total_funding",
-    "founded_year",
-    "shoe_size",
-    "Country",
-    "",
-    "uuid\u{0}",
-];
+/// Every catalogue field of both services, and a few names that are none.
+fn field_names() -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = Service::ALL
+        .iter()
+        .flat_map(|s| catalogue::fields(*s).iter().map(|f| f.name))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names.extend(["shoe_size", "Country", "", "uuid\u{0}"]);
+    names
+}
 
 const WIRE_KEYS: &[&str] = &[
     "where",
@@ -753,7 +731,7 @@ const WIRE_KEYS: &[&str] = &[
 
 fn field_name() -> BoxedStrategy<String> {
     prop_oneof![
-        6 => prop::sample::select(FIELD_NAMES).prop_map(String::from),
+        6 => prop::sample::select(field_names()).prop_map(String::from),
         1 => hostile_string(),
     ]
     .boxed()
@@ -803,7 +781,7 @@ fn hostile_string() -> BoxedStrategy<String> {
             "uploads/../../etc/passwd",
         ])
         .prop_map(String::from),
-        2 => prop::sample::select(FIELD_NAMES).prop_map(String::from),
+        2 => prop::sample::select(field_names()).prop_map(String::from),
         2 => prop::collection::vec(any::<char>(), 0..16).prop_map(|c| c.into_iter().collect()),
         2 => "[a-zA-Z0-9 ]{0,24}",
         1 => (prop::sample::select(vec!["x", "é", "ß ", "w ", "\u{0}", "😀"]), 1_usize..12_000)

@@ -26,26 +26,33 @@ const KEEPALIVES_IDLE_SECS: u64 = 30;
 /// them itself: every connection of this workspace is opened with it, so no
 /// connect and no idle connection waits forever on a server that vanished.
 pub fn connection_url(database_url: &str) -> String {
-    let wanted = [
+    let mut url = database_url.to_string();
+    for (key, value) in [
         ("connect_timeout", CONNECT_TIMEOUT.as_secs()),
         ("keepalives", 1),
         ("keepalives_idle", KEEPALIVES_IDLE_SECS),
-    ];
-    let is_uri =
-        database_url.starts_with("postgres://") || database_url.starts_with("postgresql://");
-    let mut url = database_url.to_string();
-    for (key, value) in wanted {
-        if url.contains(&format!("{key}=")) {
-            continue;
-        }
-        if is_uri {
-            url.push(if url.contains('?') { '&' } else { '?' });
-            url.push_str(&format!("{key}={value}"));
-        } else {
-            url.push_str(&format!(" {key}={value}"));
+    ] {
+        if !url.contains(&format!("{key}=")) {
+            push_param(&mut url, key, &value.to_string());
         }
     }
     url
+}
+
+/// Adds `key=value` to a `postgres://` URL's query (percent-encoding the
+/// value's spaces and `=`) or to a `key=value` connection string (quoted).
+fn push_param(url: &mut String, key: &str, value: &str) {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str(&format!(
+            "{key}={}",
+            value.replace(' ', "%20").replace('=', "%3D")
+        ));
+    } else if value.contains(' ') {
+        url.push_str(&format!(" {key}='{value}'"));
+    } else {
+        url.push_str(&format!(" {key}={value}"));
+    }
 }
 
 /// Builds a pool of at most `max_size` connections. Connections are opened
@@ -63,17 +70,9 @@ pub fn build_pool_with_statement_timeout(
     statement_timeout: Option<Duration>,
 ) -> Result<PgPool, BuildError> {
     let mut url = connection_url(database_url);
-    let Some(statement_timeout) = statement_timeout else {
-        return build(url, max_size);
-    };
-    let option = format!("-c statement_timeout={}", statement_timeout.as_millis());
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        url.push_str(&format!(
-            "&options={}",
-            option.replace(' ', "%20").replace('=', "%3D")
-        ));
-    } else {
-        url.push_str(&format!(" options='{option}'"));
+    if let Some(timeout) = statement_timeout {
+        let option = format!("-c statement_timeout={}", timeout.as_millis());
+        push_param(&mut url, "options", &option);
     }
     build(url, max_size)
 }
@@ -103,7 +102,7 @@ pub async fn run_migrations(database_url: &str) -> Result<usize, crate::Error> {
 
 #[cfg(test)]
 mod tests {
-    use super::connection_url;
+    use super::{connection_url, push_param};
 
     #[test]
     fn every_connection_gets_a_connect_timeout_and_keepalives_unless_it_sets_them() {
@@ -119,5 +118,14 @@ mod tests {
             connection_url("host=h user=u"),
             "host=h user=u connect_timeout=10 keepalives=1 keepalives_idle=30"
         );
+        let mut url = "postgres://u@h/db?a=1".to_string();
+        push_param(&mut url, "options", "-c statement_timeout=5");
+        assert_eq!(
+            url,
+            "postgres://u@h/db?a=1&options=-c%20statement_timeout%3D5"
+        );
+        let mut dsn = "host=h".to_string();
+        push_param(&mut dsn, "options", "-c statement_timeout=5");
+        assert_eq!(dsn, "host=h options='-c statement_timeout=5'");
     }
 }

@@ -54,6 +54,16 @@ pub struct RejectedDocument {
     pub reason: String,
 }
 
+impl From<RejectedDocument> for SearchError {
+    fn from(r: RejectedDocument) -> Self {
+        Self::DocumentRejected {
+            id: r.uuid.to_string(),
+            status: r.status,
+            reason: r.reason,
+        }
+    }
+}
+
 /// One page of results.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Page {

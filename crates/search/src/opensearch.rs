@@ -880,11 +880,7 @@ impl SearchBackend for OpenSearchBackend {
             let items = docs.iter().map(bulk_item).collect::<Result<Vec<_>, _>>()?;
             match self.bulk_index(service, items).await?.into_iter().next() {
                 None => Ok(()),
-                Some(r) => Err(SearchError::DocumentRejected {
-                    id: r.uuid.to_string(),
-                    status: r.status,
-                    reason: r.reason,
-                }),
+                Some(r) => Err(r.into()),
             }
         })
     }
@@ -926,11 +922,7 @@ impl SearchBackend for OpenSearchBackend {
                 .find(|r| r.status != 404)
             {
                 None => Ok(()),
-                Some(r) => Err(SearchError::DocumentRejected {
-                    id: r.uuid.to_string(),
-                    status: r.status,
-                    reason: r.reason,
-                }),
+                Some(r) => Err(r.into()),
             }
         })
     }

@@ -387,13 +387,17 @@ async fn write_batch(
     let mut indexed_before: HashSet<(Service, uuid::Uuid)> = HashSet::new();
     loop {
         let (staged, docs) = writer.stage(service, &batch, want_documents).await?;
-        let this_pass: HashSet<(Service, uuid::Uuid)> =
+        // kept only should this pass be rolled back
+        let this_pass: Vec<(Service, uuid::Uuid)> =
             docs.iter().map(|d| (d.service, d.uuid)).collect();
         let refused = index_documents(search, docs).await?;
         if refused.is_empty() {
             staged.commit(&batch.rejections).await?;
-            let stale: Vec<_> = indexed_before.difference(&this_pass).copied().collect();
-            restore_documents(writer, search, stale).await?;
+            if !indexed_before.is_empty() {
+                let now: HashSet<_> = this_pass.into_iter().collect();
+                let stale: Vec<_> = indexed_before.difference(&now).copied().collect();
+                restore_documents(writer, search, stale).await?;
+            }
             return Ok(refused_lines);
         }
         staged.rollback().await?;
