@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use tokio_postgres::{AsyncMessage, NoTls};
 use tokio_util::sync::CancellationToken;
 
-use crate::wake::next_backoff;
+use connectra_domain::retry::RetryPolicy;
 
 /// How often the listener proves its connection is alive.
 const PING_EVERY: Duration = Duration::from_secs(15);
@@ -31,7 +31,7 @@ pub(crate) fn spawn_listener(
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut backoff: Option<Duration> = None;
+        let mut pauses = RetryPolicy::QUICK.pauses();
         while !shutdown.is_cancelled() {
             let mut listening_since = None;
             let lost = listen(
@@ -47,10 +47,9 @@ pub(crate) fn spawn_listener(
             // the backoff starts over. One dropped at once (a flapping server
             // or proxy) keeps backing off.
             if listening_since.is_some_and(|t: std::time::Instant| t.elapsed() >= PING_EVERY) {
-                backoff = None;
+                pauses.reset();
             }
-            let wait = next_backoff(backoff);
-            backoff = Some(wait);
+            let wait = pauses.next_pause();
             tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64,
                 "LISTEN connection lost; reconnecting");
             tokio::select! {

@@ -1,20 +1,9 @@
 //! When the claimer looks for work: on a `NOTIFY`, on the safety-net ticker,
 //! when a retry falls due, or never again once shutdown starts.
 
-use std::time::Duration;
-
 use tokio::sync::Notify;
 use tokio::time::{Instant, Interval};
 use tokio_util::sync::CancellationToken;
-
-/// The wait before trying the database again after a failure (a claim, or
-/// the `LISTEN` connection): 100 ms after the first, doubling, at most 5 s.
-pub(crate) fn next_backoff(previous: Option<Duration>) -> Duration {
-    match previous {
-        None => Duration::from_millis(100),
-        Some(p) => (p * 2).min(Duration::from_secs(5)),
-    }
-}
 
 /// Why [`wait_for_work`] returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,18 +43,6 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
     use tokio::time::{interval, MissedTickBehavior};
-
-    #[test]
-    fn backoff_starts_at_100_ms_doubles_and_stops_at_5_s() {
-        let mut waits = Vec::new();
-        let mut last = None;
-        for _ in 0..8 {
-            let next = next_backoff(last);
-            waits.push(next.as_millis());
-            last = Some(next);
-        }
-        assert_eq!(waits, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
-    }
 
     async fn ticker(every: Duration) -> Interval {
         let mut t = interval(every);

@@ -2,11 +2,11 @@
 //! compiler, bulk writes, and cursor conversion.
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use connectra_domain::catalogue::{self, FieldDef, FieldKind};
 use connectra_domain::limits;
+use connectra_domain::retry::RetryPolicy;
 use connectra_domain::vql::{Bound, CursorValue, RangeBounds, SortDirection, ValidQuery};
 use connectra_domain::Service;
 use futures::future::BoxFuture;
@@ -47,8 +47,6 @@ const NORMALIZER: &str = "connectra_lowercase";
 
 /// How many times a bulk request is sent while items keep coming back 429.
 const BULK_MAX_ATTEMPTS: u32 = 6;
-const BACKOFF_BASE: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a bulk write keeps trying while OpenSearch is unreachable, times
 /// out or answers 5xx as a whole (a node restarting, a pause), before the
@@ -434,34 +432,6 @@ fn read_bulk_response(body: &Value, sent: &[&BulkItem]) -> Result<BulkOutcome, S
     Ok(outcome)
 }
 
-/// The pause before bulk attempt `attempt + 1`: exponential from 100 ms,
-/// capped at 5 s, with "equal jitter" (a random point in its upper half) so
-/// that writers rejected together do not return together.
-fn backoff(attempt: u32) -> Duration {
-    let exponential = BACKOFF_BASE.saturating_mul(1_u32 << attempt.min(16).saturating_sub(1));
-    let ceiling = exponential.min(BACKOFF_MAX);
-    let half = ceiling / 2;
-    let jitter = u32::try_from(next_random() % 1024).unwrap_or(0);
-    half + half.mul_f64(f64::from(jitter) / 1024.0)
-}
-
-/// A xorshift generator for jitter; quality does not matter, spread does.
-fn next_random() -> u64 {
-    static STATE: AtomicU64 = AtomicU64::new(0);
-    let mut x = STATE.load(Ordering::Relaxed);
-    if x == 0 {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        x = u64::from(nanos) | 1;
-    }
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    STATE.store(x, Ordering::Relaxed);
-    x
-}
-
 // ---------------------------------------------------------------------------
 // The backend
 // ---------------------------------------------------------------------------
@@ -575,6 +545,8 @@ impl OpenSearchBackend {
         for chunk in chunks_within(&items, |i| i.lines.len(), self.bulk_max_bytes) {
             let mut pending: Vec<&BulkItem> = chunk.iter().collect();
             let mut attempt = 1;
+            let mut rejected_pauses = RetryPolicy::QUICK.pauses();
+            let mut unavailable_pauses = RetryPolicy::QUICK.pauses();
             let mut unavailable_since: Option<tokio::time::Instant> = None;
             let mut unavailable_tries = 0;
             loop {
@@ -590,13 +562,14 @@ impl OpenSearchBackend {
                         unavailable_tries += 1;
                         tracing::warn!(index, error = %e, tries = unavailable_tries,
                             "OpenSearch is unavailable for a bulk write; trying again");
-                        tokio::time::sleep(backoff(unavailable_tries)).await;
+                        tokio::time::sleep(unavailable_pauses.next_pause()).await;
                         continue;
                     }
                     Err(e) => return Err(e),
                 };
                 unavailable_since = None;
                 unavailable_tries = 0;
+                unavailable_pauses.reset();
                 refused.extend(outcome.rejected.iter().filter_map(|(p, status, reason)| {
                     pending.get(*p).map(|item| RejectedDocument {
                         uuid: item.uuid,
@@ -628,7 +601,7 @@ impl OpenSearchBackend {
                     .iter()
                     .filter_map(|&p| pending.get(p).copied())
                     .collect();
-                tokio::time::sleep(backoff(attempt)).await;
+                tokio::time::sleep(rejected_pauses.next_pause()).await;
                 attempt += 1;
             }
         }
@@ -1337,17 +1310,5 @@ mod tests {
             read_bulk_response(&short, &sent),
             Err(SearchError::Protocol { .. })
         ));
-    }
-
-    #[test]
-    fn backoff_grows_exponentially_with_jitter_and_a_cap() {
-        for attempt in 1..=12 {
-            let ceiling = (BACKOFF_BASE * 2_u32.pow(attempt.min(16) - 1)).min(BACKOFF_MAX);
-            let pause = backoff(attempt);
-            assert!(
-                pause >= ceiling / 2 && pause <= ceiling,
-                "{attempt}: {pause:?}"
-            );
-        }
     }
 }

@@ -8,7 +8,11 @@
 //! itself so that memory is bounded and every exit path aborts.
 
 use std::io;
+use std::time::Duration;
 
+use backon::Retryable;
+use connectra_domain::retry::RetryPolicy;
+use s3::error::S3Error;
 use s3::serde_types::Part;
 use s3::Bucket;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -20,10 +24,45 @@ use crate::StorageError;
 /// Size of every part but the last. S3 requires at least 5 MiB.
 pub(crate) const PART_SIZE: usize = 8 * 1024 * 1024;
 /// Parts uploading while the next one is read: memory is at most
-/// `(PARTS_IN_FLIGHT + 1) * PART_SIZE` of part buffers.
+/// `(2 * PARTS_IN_FLIGHT + 1) * PART_SIZE` of part buffers (a part in
+/// flight keeps its buffer, to send again after a transient failure, while
+/// a copy of it is being sent).
 const PARTS_IN_FLIGHT: usize = 2;
 /// S3's limit on the number of parts of one upload.
 const MAX_PARTS: u32 = 10_000;
+
+/// How long a part (or a one-part upload) is sent again after transient
+/// failures before the upload fails: a restart of S3 is ridden out, a
+/// longer outage fails the upload (and aborts it) instead of hanging it.
+const PART_RETRY_FOR: Duration = Duration::from_secs(60);
+
+/// Worth sending again: S3 overloaded or failing (429, 5xx), or no answer
+/// at all (refused connection, reset, timeout). PUTs of a part or of a
+/// whole object are idempotent.
+fn transient(e: &S3Error) -> bool {
+    match e {
+        S3Error::HttpFailWithBody(status, _) => *status == 429 || *status >= 500,
+        S3Error::HttpFail | S3Error::Io(_) | S3Error::Reqwest(_) => true,
+        _ => false,
+    }
+}
+
+/// Runs an idempotent S3 request, sending it again after transient failures
+/// with the one retry policy for up to [`PART_RETRY_FOR`].
+async fn idempotent<T, F, Fut>(what: &str, request: F) -> Result<T, S3Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, S3Error>>,
+{
+    request
+        .retry(RetryPolicy::QUICK.builder(Some(PART_RETRY_FOR)))
+        .when(transient)
+        .notify(|e, pause| {
+            tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64,
+                "{what} failed; sending it again");
+        })
+        .await
+}
 
 /// Reads up to [`PART_SIZE`] bytes; fewer only at the end of the input.
 async fn read_part(reader: &mut (dyn AsyncRead + Send + Unpin)) -> io::Result<Vec<u8>> {
@@ -117,10 +156,11 @@ pub(crate) async fn put_stream(
     if first.len() < PART_SIZE {
         // The whole input fits one part: one PUT, nothing to abort.
         let len = first.len() as u64;
-        handle
-            .put_object_with_content_type(key, &first, content_type)
-            .await
-            .map_err(|e| error::map(e, "writing", bucket, Some(key)))?;
+        idempotent("writing an object", || {
+            handle.put_object_with_content_type(key, &first, content_type)
+        })
+        .await
+        .map_err(|e| error::map(e, "writing", bucket, Some(key)))?;
         return Ok(len);
     }
 
@@ -180,17 +220,24 @@ async fn upload_parts(
             let (bucket, key) = (bucket.to_string(), key.clone());
             let (upload_id, content_type) = (upload.upload_id.clone(), content_type.to_string());
             upload.parts.spawn(async move {
-                handle
-                    .put_multipart_chunk(chunk, &key, part_number, &upload_id, &content_type)
-                    .await
-                    .map_err(|e| {
-                        error::map(
-                            e,
-                            &format!("uploading part {part_number} of"),
-                            &bucket,
-                            Some(&key),
-                        )
-                    })
+                idempotent("uploading a part", || {
+                    handle.put_multipart_chunk(
+                        chunk.clone(),
+                        &key,
+                        part_number,
+                        &upload_id,
+                        &content_type,
+                    )
+                })
+                .await
+                .map_err(|e| {
+                    error::map(
+                        e,
+                        &format!("uploading part {part_number} of"),
+                        &bucket,
+                        Some(&key),
+                    )
+                })
             });
         }
         if !done_reading && upload.parts.len() < PARTS_IN_FLIGHT {
