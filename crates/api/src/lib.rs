@@ -17,6 +17,7 @@ use connectra_persistence::JobRepo;
 use connectra_search::{PostgresBackend, SearchBackend};
 use connectra_storage::Storage;
 use serde_json::json;
+use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 pub use error::ApiError;
@@ -95,7 +96,8 @@ impl AppState {
     }
 
     /// Compares `given` with every configured key in constant time: the time
-    /// taken depends on neither where a key differs nor which key matched.
+    /// taken depends on neither where a key differs nor which key matched
+    /// (only on the keys' lengths, which are not secret).
     fn key_matches(&self, given: &str) -> bool {
         self.inner.api_keys.iter().fold(false, |found, key| {
             found | constant_time_eq(key.as_bytes(), given.as_bytes())
@@ -103,12 +105,10 @@ impl AppState {
     }
 }
 
+/// `subtle`'s slice comparison: every byte is compared whatever the first
+/// difference; slices of different lengths are unequal at once.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = u8::from(a.len() != b.len());
-    for i in 0..a.len().max(b.len()) {
-        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff);
-    }
-    diff == 0
+    a.ct_eq(b).into()
 }
 
 /// Registers the routes and shared state on an actix `App`:

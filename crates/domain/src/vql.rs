@@ -12,8 +12,11 @@
 //! `&'static FieldDef`, never by the request's strings.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
 
-use serde::de::{DeserializeOwned, Error as _, Unexpected};
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
@@ -193,17 +196,43 @@ mod wire {
 
 /// Serde's derived structs also accept a JSON array (fields by position), so
 /// `"where": []` or `"order_by": [["city", "asc"]]` would slip through. The
-/// trait impls therefore insist on a JSON object, then run the mirror's
-/// derived code.
+/// trait impls therefore ask the deserializer for a map only, and hand that
+/// map to the mirror's derived code. Reading the map in place (not through a
+/// buffered `Value`) keeps the caller's deserializer underneath, so that
+/// `serde_path_to_error` in [`parse_vql`] sees every level.
+trait FromObject<'de>: Sized {
+    /// What the error message says was expected instead.
+    const EXPECTING: &'static str;
+    fn from_map<A: MapAccess<'de>>(map: A) -> Result<Self, A::Error>;
+}
+
+struct ObjectVisitor<T>(PhantomData<fn() -> T>);
+
+impl<'de, T: FromObject<'de>> Visitor<'de> for ObjectVisitor<T> {
+    type Value = T;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(T::EXPECTING)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+        T::from_map(map)
+    }
+}
+
 macro_rules! objects_only {
     ($ty:ident $(<$g:ident>)?, $expecting:literal) => {
+        impl<'de $(, $g: Deserialize<'de>)?> FromObject<'de> for $ty $(<$g>)? {
+            const EXPECTING: &'static str = $expecting;
+
+            fn from_map<A: MapAccess<'de>>(map: A) -> Result<Self, A::Error> {
+                wire::$ty::deserialize(MapAccessDeserializer::new(map))
+            }
+        }
+
         impl<'de $(, $g: Deserialize<'de>)?> Deserialize<'de> for $ty $(<$g>)? {
             fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                let value = Value::deserialize(deserializer)?;
-                if !value.is_object() {
-                    return Err(D::Error::invalid_type(unexpected(&value), &$expecting));
-                }
-                wire::$ty::deserialize(value).map_err(D::Error::custom)
+                deserializer.deserialize_map(ObjectVisitor(PhantomData))
             }
         }
 
@@ -226,22 +255,6 @@ objects_only!(
     OrderBy,
     "an object with 'order_by' and an optional 'order_direction'"
 );
-
-fn unexpected(value: &Value) -> Unexpected<'_> {
-    match value {
-        Value::Null => Unexpected::Unit,
-        Value::Bool(b) => Unexpected::Bool(*b),
-        Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
-            (Some(i), _, _) => Unexpected::Signed(i),
-            (_, Some(u), _) => Unexpected::Unsigned(u),
-            (_, _, Some(f)) => Unexpected::Float(f),
-            _ => Unexpected::Other("number"),
-        },
-        Value::String(s) => Unexpected::Str(s),
-        Value::Array(_) => Unexpected::Seq,
-        Value::Object(_) => Unexpected::Map,
-    }
-}
 
 // ---------------------------------------------------------------------------
 // Validated types
@@ -344,7 +357,9 @@ impl CursorValue {
 
 /// Reads a VQL query from JSON. Unknown keys and wrong JSON types are
 /// `ERR_INVALID_VQL`, with serde's message and the path of the offending value
-/// (e.g. `where.keyword_match.must.country`).
+/// as `serde_path_to_error` finds it (e.g. `where.keyword_match.must.country`,
+/// `order_by[0].order_direction`; for an unknown key, the path ends in that
+/// key).
 pub fn parse_vql(value: &Value) -> Result<VqlQuery, DomainError> {
     if !value.is_object() {
         return Err(invalid(format!(
@@ -352,12 +367,13 @@ pub fn parse_vql(value: &Value) -> Result<VqlQuery, DomainError> {
             json_kind(value)
         )));
     }
-    <VqlQuery as Deserialize>::deserialize(value).map_err(|err| match locate_query(value) {
-        Some((path, message)) if !path.is_empty() => {
-            invalid(format!("invalid vql at '{path}': {message}"))
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = err.path();
+        if path.iter().next().is_none() {
+            invalid(format!("invalid vql: {}", err.inner()))
+        } else {
+            invalid(format!("invalid vql at '{path}': {}", err.inner()))
         }
-        Some((_, message)) => invalid(format!("invalid vql: {message}")),
-        None => invalid(format!("invalid vql: {err}")),
     })
 }
 
@@ -371,101 +387,6 @@ pub(crate) fn json_kind(value: &Value) -> &'static str {
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
     }
-}
-
-/// A deserialization failure: the path below the current value, and serde's
-/// message. `None` means the value deserializes fine.
-type Located = Option<(String, String)>;
-
-fn leaf<T: DeserializeOwned>(value: &Value) -> Located {
-    T::deserialize(value)
-        .err()
-        .map(|err| (String::new(), err.to_string()))
-}
-
-fn within(prefix: &str, found: Located) -> Located {
-    found.map(|(path, message)| (format!("{prefix}{path}"), message))
-}
-
-// Each `locate_*` re-reads one level with the same types `VqlQuery` uses and,
-// on failure, descends into the children to find the deepest failing value.
-
-fn locate_query(value: &Value) -> Located {
-    if let Some(object) = value.as_object() {
-        for (key, child) in object {
-            let found = match key.as_str() {
-                "where" => locate_where(child),
-                "select_columns" => locate_items::<String>(child),
-                "order_by" => locate_items::<OrderBy>(child),
-                "limit" => leaf::<Option<i64>>(child),
-                "search_after" => leaf::<Option<Vec<Value>>>(child),
-                _ => continue,
-            };
-            if found.is_some() {
-                return within(key, found);
-            }
-        }
-    }
-    leaf::<VqlQuery>(value)
-}
-
-fn locate_where(value: &Value) -> Located {
-    let whole = leaf::<Option<WhereClause>>(value)?;
-    if let Some(object) = value.as_object() {
-        for (key, child) in object {
-            let found = match key.as_str() {
-                "keyword_match" => locate_clauses::<Vec<String>>(child),
-                "text_match" => locate_clauses::<String>(child),
-                "range_query" => locate_clauses::<RangeSpec>(child),
-                _ => continue,
-            };
-            if found.is_some() {
-                return within(&format!(".{key}"), found);
-            }
-        }
-    }
-    Some(whole)
-}
-
-fn locate_clauses<T: DeserializeOwned>(value: &Value) -> Located {
-    let whole = leaf::<Option<Clauses<T>>>(value)?;
-    if let Some(object) = value.as_object() {
-        for (key, child) in object {
-            if key == "must" || key == "must_not" {
-                let found = locate_map::<T>(child);
-                if found.is_some() {
-                    return within(&format!(".{key}"), found);
-                }
-            }
-        }
-    }
-    Some(whole)
-}
-
-fn locate_map<T: DeserializeOwned>(value: &Value) -> Located {
-    let whole = leaf::<Option<BTreeMap<String, T>>>(value)?;
-    if let Some(object) = value.as_object() {
-        for (key, child) in object {
-            let found = leaf::<T>(child);
-            if found.is_some() {
-                return within(&format!(".{key}"), found);
-            }
-        }
-    }
-    Some(whole)
-}
-
-fn locate_items<T: DeserializeOwned>(value: &Value) -> Located {
-    let whole = leaf::<Option<Vec<T>>>(value)?;
-    if let Some(items) = value.as_array() {
-        for (index, item) in items.iter().enumerate() {
-            let found = leaf::<T>(item);
-            if found.is_some() {
-                return within(&format!("[{index}]"), found);
-            }
-        }
-    }
-    Some(whole)
 }
 
 // ---------------------------------------------------------------------------
@@ -1299,7 +1220,7 @@ mod tests {
                 json!({ "keyword_match": { "must": { "country": ["USA", 1] } } }),
             )),
             ErrorCode::InvalidVql,
-            &["where.keyword_match.must.country", "expected a string"],
+            &["'where.keyword_match.must.country[1]'", "expected a string"],
         );
     }
 
@@ -1741,7 +1662,7 @@ mod tests {
         assert_error(
             company(&json!({ "order_by": [{ "order_by": "city", "order_direction": "up" }] })),
             ErrorCode::InvalidVql,
-            &["'order_by[0]'", "unknown variant `up`"],
+            &["invalid vql at 'order_by[0].order_direction': unknown variant `up`, expected `asc` or `desc`"],
         );
     }
 
@@ -1948,19 +1869,22 @@ mod tests {
     #[test]
     fn unknown_keys_are_rejected_at_every_level() {
         let cases = [
-            (json!({ "wehre": {} }), "unknown field `wehre`"),
-            (where_(json!({ "keyword": {} })), "unknown field `keyword`"),
+            (json!({ "wehre": {} }), "at 'wehre': unknown field `wehre`"),
+            (
+                where_(json!({ "keyword": {} })),
+                "at 'where.keyword': unknown field `keyword`",
+            ),
             (
                 where_(json!({ "keyword_match": { "should": {} } })),
-                "unknown field `should`",
+                "at 'where.keyword_match.should': unknown field `should`",
             ),
             (
                 where_(json!({ "range_query": { "must": { "founded_year": { "eq": 1 } } } })),
-                "unknown field `eq`",
+                "at 'where.range_query.must.founded_year.eq': unknown field `eq`",
             ),
             (
                 json!({ "order_by": [{ "order_by": "city", "direction": "asc" }] }),
-                "unknown field `direction`",
+                "at 'order_by[0].direction': unknown field `direction`",
             ),
         ];
         for (query, needle) in cases {
@@ -1973,7 +1897,7 @@ mod tests {
         assert_error(
             company(&where_(json!({ "keyword_match": { "should": {} } }))),
             ErrorCode::InvalidVql,
-            &["invalid vql at 'where.keyword_match'"],
+            &["invalid vql at 'where.keyword_match.should': unknown field `should`, expected `must` or `must_not`"],
         );
         assert_error(
             company(&where_(
@@ -2099,6 +2023,25 @@ mod tests {
         let err =
             serde_json::from_value::<VqlQuery>(json!({ "limit": 5, "extra": 1 })).unwrap_err();
         assert!(err.to_string().contains("unknown field `extra`"), "{err}");
+        // and so does a streaming deserializer, as when job_data is read from text
+        let err =
+            serde_json::from_str::<VqlQuery>(r#"{ "order_by": [["city", "desc"]] }"#).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("invalid type: sequence, expected an object with 'order_by'"),
+            "{err}"
+        );
+        let parsed: VqlQuery = serde_json::from_str(
+            r#"{ "where": { "text_match": { "must": { "title": "cto" } } } }"#,
+        )
+        .unwrap();
+        assert_eq!(
+            parsed
+                .where_
+                .and_then(|w| w.text_match)
+                .and_then(|t| t.must),
+            Some(BTreeMap::from([("title".to_owned(), "cto".to_owned())]))
+        );
         let parsed: VqlQuery = serde_json::from_value(json!({ "limit": 5 })).unwrap();
         assert_eq!(
             parsed,

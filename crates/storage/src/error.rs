@@ -2,6 +2,8 @@
 
 use s3::error::S3Error;
 
+use crate::xml::ErrorBody;
+
 /// What can go wrong talking to S3. Each message is a lower-case sentence that
 /// names the bucket, and the key where there is one.
 #[derive(Debug, thiserror::Error)]
@@ -34,20 +36,6 @@ pub enum StorageError {
     S3(String),
 }
 
-/// The `<Code>` of an S3 XML error body, if there is one.
-pub(crate) fn error_code(body: &str) -> Option<&str> {
-    let start = body.find("<Code>")? + "<Code>".len();
-    let len = body.get(start..)?.find("</Code>")?;
-    body.get(start..start + len)
-}
-
-/// The `<Message>` of an S3 XML error body, if there is one.
-fn error_message(body: &str) -> Option<&str> {
-    let start = body.find("<Message>")? + "<Message>".len();
-    let len = body.get(start..)?.find("</Message>")?;
-    body.get(start..start + len)
-}
-
 /// The HTTP status of a failed request, when S3 answered at all.
 pub(crate) fn http_status(e: &S3Error) -> Option<u16> {
     match e {
@@ -65,8 +53,8 @@ pub(crate) fn map(e: S3Error, what: &str, bucket: &str, key: Option<&str>) -> St
     };
     match e {
         S3Error::HttpFailWithBody(status, body) => {
-            let code = error_code(&body);
-            match (code, key) {
+            let ErrorBody { code, message } = ErrorBody::parse(&body);
+            match (code.as_deref(), key) {
                 (Some("NoSuchBucket"), _) => StorageError::NoSuchBucket(bucket.to_string()),
                 (Some("NoSuchKey"), Some(key)) => StorageError::NotFound {
                     bucket: bucket.to_string(),
@@ -78,7 +66,7 @@ pub(crate) fn map(e: S3Error, what: &str, bucket: &str, key: Option<&str>) -> St
                 },
                 (None, None) if status == 404 => StorageError::NoSuchBucket(bucket.to_string()),
                 (code, _) => {
-                    let detail = match (code, error_message(&body)) {
+                    let detail = match (code, message) {
                         (Some(code), Some(message)) => format!(" ({code}: {message})"),
                         (Some(code), None) => format!(" ({code})"),
                         _ => String::new(),
@@ -104,9 +92,9 @@ mod tests {
     #[test]
     fn codes_in_xml_bodies_are_recognised() {
         let body = "<?xml version=\"1.0\"?><Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message></Error>";
-        assert_eq!(error_code(body), Some("NoSuchKey"));
-        assert_eq!(error_code(""), None);
-        assert_eq!(error_code("<Code>unterminated"), None);
+        assert_eq!(ErrorBody::parse(body).code.as_deref(), Some("NoSuchKey"));
+        assert_eq!(ErrorBody::parse("").code, None);
+        assert_eq!(ErrorBody::parse("<Code>unterminated").code, None);
         let e = map(
             S3Error::HttpFailWithBody(404, body.into()),
             "reading",
@@ -134,5 +122,22 @@ mod tests {
             e.to_string(),
             "writing 's3://b/k' failed: S3 answered HTTP 403 (AccessDenied: Access Denied)"
         );
+        let e = map(
+            S3Error::HttpFailWithBody(502, "<html><body>Bad Gateway</body></html>".into()),
+            "reading",
+            "b",
+            Some("k"),
+        );
+        assert_eq!(
+            e.to_string(),
+            "reading 's3://b/k' failed: S3 answered HTTP 502"
+        );
+        let e = map(
+            S3Error::HttpFailWithBody(404, "not xml".into()),
+            "checking",
+            "b",
+            None,
+        );
+        assert_eq!(e.to_string(), "bucket 'b' does not exist");
     }
 }

@@ -235,7 +235,8 @@ impl Storage {
             Ok(_) => Ok(()),
             // Created meanwhile by someone else using these credentials.
             Err(S3Error::HttpFailWithBody(_, body))
-                if error::error_code(&body) == Some("BucketAlreadyOwnedByYou") =>
+                if xml::ErrorBody::parse(&body).code.as_deref()
+                    == Some("BucketAlreadyOwnedByYou") =>
             {
                 Ok(())
             }
@@ -437,7 +438,7 @@ impl Storage {
         use s3::request::Request as _;
 
         // `rust-s3`'s own listing insists on a `StorageClass` that SeaweedFS
-        // leaves out, so the XML is read here.
+        // leaves out, so the XML is read by `xml::uploads_page`.
         let handle = self.bucket(bucket)?;
         let failed = |e| error::map(e, "listing the multipart uploads of", bucket, None);
         let mut found = Vec::new();
@@ -455,7 +456,12 @@ impl Storage {
                 .map_err(failed)?;
             let response = request.response_data(false).await.map_err(failed)?;
             let body = String::from_utf8_lossy(response.as_slice());
-            let page = xml::uploads_page(&body);
+            let page = xml::uploads_page(&body).map_err(|e| {
+                StorageError::S3(format!(
+                    "listing the multipart uploads of bucket '{bucket}' failed: \
+                     S3 answered with a listing that cannot be read ({e})"
+                ))
+            })?;
             let progressed = !page.uploads.is_empty();
             found.extend(page.uploads);
             match page.next {
