@@ -14,13 +14,24 @@ use tokio_util::sync::CancellationToken;
 use super::{Counters, Mode, Shared};
 use crate::wake::{wait_for_work, Wake};
 
+/// When the claimer stops of its own accord.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Until {
+    /// Only when shutdown is asked for.
+    Shutdown,
+    /// Also once a claim finds nothing due and no job is held any more.
+    Idle,
+}
+
 /// Claims while the queue has room, then waits for a reason to look again.
-/// Returns when `shutdown` is cancelled.
+/// Returns when `shutdown` is cancelled, or (with [`Until::Idle`]) when
+/// nothing is left to do now.
 pub(super) async fn claim_loop(
     s: &Arc<Shared>,
     tx: &mpsc::Sender<Job>,
     wake: &Notify,
     shutdown: &CancellationToken,
+    until: Until,
 ) {
     let cfg = &s.config;
     let kind = cfg.mode.claim_kind();
@@ -77,6 +88,17 @@ pub(super) async fn claim_loop(
                 }
             }
         };
+        if until == Until::Idle && retry_in.is_none() {
+            // Nothing more to claim now. Once every held job is settled,
+            // claim once more: a handler may have created work.
+            if s.holdings.ids().is_empty() {
+                return;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = s.holdings.until_empty() => continue,
+            }
+        }
         let due = match cfg.mode {
             Mode::Retry => next_due(s, &job_types).await,
             Mode::FirstTime => None,

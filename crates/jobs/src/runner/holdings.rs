@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
+use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -58,6 +59,8 @@ pub(super) struct Renewed {
 #[derive(Default)]
 pub(super) struct Holdings {
     jobs: Mutex<HashMap<i64, Holding>>,
+    /// Notified each time the last held job is let go.
+    emptied: Notify,
 }
 
 impl Holdings {
@@ -76,6 +79,17 @@ impl Holdings {
     /// The ids of every job held, for the lease renewal.
     pub fn ids(&self) -> Vec<i64> {
         self.lock().keys().copied().collect()
+    }
+
+    /// Returns once this runner holds no job (at once if it holds none).
+    pub async fn until_empty(&self) {
+        loop {
+            let emptied = self.emptied.notified();
+            if self.lock().is_empty() {
+                return;
+            }
+            emptied.await;
+        }
     }
 
     #[cfg(test)]
@@ -138,8 +152,12 @@ impl Holdings {
     /// leases, and drop any pending cancel request.
     pub fn let_go(&self, ids: impl IntoIterator<Item = i64>) {
         let mut jobs = self.lock();
+        let before = jobs.len();
         for id in ids {
             jobs.remove(&id);
+        }
+        if jobs.is_empty() && before > 0 {
+            self.emptied.notify_waiters();
         }
     }
 

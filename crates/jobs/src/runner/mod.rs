@@ -199,6 +199,23 @@ impl Runner {
     /// then stops them at a batch boundary and hands them back with their
     /// checkpoint.
     pub async fn run(self, shutdown: CancellationToken) -> RunReport {
+        self.run_until(shutdown, claim::Until::Shutdown).await
+    }
+
+    /// Runs what is due now, then stops: claims until a claim finds nothing
+    /// and every job it took has its outcome written, then shuts down as
+    /// [`Runner::run`] does. What tests use to show that nothing was left
+    /// to run (its report's `claimed`), instead of sleeping; also a
+    /// one-shot drain for tools. Retries that fall due later are not
+    /// waited for.
+    pub async fn run_until_idle(self) -> RunReport {
+        self.run_until(CancellationToken::new(), claim::Until::Idle)
+            .await
+    }
+
+    async fn run_until(self, shutdown: CancellationToken, until: claim::Until) -> RunReport {
+        // cancelled by the caller, or by the claimer running out of work
+        let shutdown = shutdown.child_token();
         let s = self.shared;
         let span = tracing::info_span!("runner", runner_id = %s.id, mode = s.config.mode.as_str());
         async move {
@@ -224,7 +241,9 @@ impl Runner {
                     .instrument(tracing::Span::current()),
             );
 
-            claim::claim_loop(&s, &tx, &wake, &shutdown).await;
+            claim::claim_loop(&s, &tx, &wake, &shutdown, until).await;
+            // the claimer may have stopped because it ran out of work
+            shutdown.cancel();
 
             match dispatcher.await {
                 Ok((queue, tasks)) => shutdown::shut_down(&s, queue, tasks).await,
