@@ -6,7 +6,7 @@
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use connectra_domain::job::NewJob;
+use connectra_domain::job::{JobStatus, NewJob};
 use connectra_persistence::testing::TestDb;
 use connectra_persistence::{Job, JobRepo};
 use connectra_storage::{S3Config, Storage};
@@ -86,7 +86,7 @@ async fn an_import_killed_mid_file_is_rescued_and_ends_with_exactly_the_files_ro
             break;
         }
         assert!(
-            j.status != "completed",
+            j.status != JobStatus::Completed,
             "the import finished before it could be killed; make the file bigger"
         );
         assert!(
@@ -98,7 +98,7 @@ async fn an_import_killed_mid_file_is_rescued_and_ends_with_exactly_the_files_ro
     first.kill().unwrap();
     first.wait().unwrap();
     let at_kill = get(&repo, &job).await;
-    assert_eq!(at_kill.status, "processing");
+    assert_eq!(at_kill.status, JobStatus::Processing);
     let checkpoint_rows = at_kill.checkpoint.as_ref().unwrap()["rows_processed"]
         .as_i64()
         .unwrap();
@@ -108,7 +108,7 @@ async fn an_import_killed_mid_file_is_rescued_and_ends_with_exactly_the_files_ro
     let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
     let done = loop {
         let j = get(&repo, &job).await;
-        if j.status == "completed" || j.status == "failed" {
+        if j.status == JobStatus::Completed || j.status == JobStatus::Failed {
             break j;
         }
         assert!(tokio::time::Instant::now() < deadline, "not rescued: {j:?}");
@@ -116,7 +116,7 @@ async fn an_import_killed_mid_file_is_rescued_and_ends_with_exactly_the_files_ro
     };
     second.kill().unwrap();
     second.wait().unwrap();
-    assert_eq!(done.status, "completed", "{:?}", done.job_response);
+    assert_eq!(done.status, JobStatus::Completed, "{:?}", done.job_response);
     assert_eq!(done.attempts, 2);
     assert_eq!(done.rescues, 1);
     assert_eq!(done.rows_processed, ROWS as i64);

@@ -4,7 +4,7 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use connectra_domain::import::filter_fields;
-use connectra_domain::job::EXPORT_CSV_FILE;
+use connectra_domain::job::{JobStatus, EXPORT_CSV_FILE};
 use connectra_domain::limits::MAX_FILTER_PREFIX_BYTES;
 use connectra_domain::vql::{parse_vql, Purpose};
 use connectra_domain::{ErrorCode, Service};
@@ -179,7 +179,7 @@ pub(crate) async fn download_url(
             job.job_type
         )));
     }
-    if job.status != "completed" {
+    if job.status != JobStatus::Completed {
         return Err(conflict(format!(
             "job '{uuid}' is '{}'; its file can be downloaded once it is completed",
             job.status

@@ -50,7 +50,7 @@ impl JobStatus {
         Self::Retrying,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Self::Open => "open",
             Self::InQueue => "in_queue",
@@ -63,7 +63,7 @@ impl JobStatus {
     }
 
     /// States in which a runner holds the job under a lease.
-    pub fn is_leased(self) -> bool {
+    pub const fn is_leased(self) -> bool {
         matches!(
             self,
             Self::InQueue | Self::Processing | Self::RetryInQueued | Self::Retrying
@@ -71,7 +71,7 @@ impl JobStatus {
     }
 
     /// States in which a handler is running.
-    pub fn is_running(self) -> bool {
+    pub const fn is_running(self) -> bool {
         matches!(self, Self::Processing | Self::Retrying)
     }
 
@@ -82,7 +82,10 @@ impl JobStatus {
     /// - release (shutdown, or rescue of an expired lease): `in_queue → open`,
     ///   `processing → open`, `retry_in_queued → failed`, `retrying → failed`
     /// - cancellation: any state but `completed` → `failed`
-    pub fn can_become(self, next: JobStatus) -> bool {
+    ///
+    /// A status never "becomes" itself: writes that keep the status (a lease
+    /// renewal, progress, a cancel request) are not transitions.
+    pub const fn can_become(self, next: JobStatus) -> bool {
         use JobStatus::*;
         matches!(
             (self, next),
@@ -100,6 +103,54 @@ impl JobStatus {
                 | (Open, Failed)
                 | (InQueue, Failed)
         )
+    }
+}
+
+/// One status change that [`JobStatus::can_become`] allows. There is no way
+/// to build one the table refuses, so a `const` table of transitions that
+/// breaks the state machine does not compile. The persistence layer generates
+/// its SQL from such tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Transition {
+    from: JobStatus,
+    to: JobStatus,
+}
+
+impl Transition {
+    /// `from → to`.
+    ///
+    /// # Panics
+    ///
+    /// When `from` cannot become `to`; in a `const` that is a compile error.
+    pub const fn new(from: JobStatus, to: JobStatus) -> Self {
+        assert!(
+            from.can_become(to),
+            "not a transition of JobStatus::can_become"
+        );
+        Self { from, to }
+    }
+
+    /// `from → to` when the table allows it.
+    pub const fn checked(from: JobStatus, to: JobStatus) -> Option<Self> {
+        if from.can_become(to) {
+            Some(Self { from, to })
+        } else {
+            None
+        }
+    }
+
+    pub const fn from(self) -> JobStatus {
+        self.from
+    }
+
+    pub const fn to(self) -> JobStatus {
+        self.to
+    }
+}
+
+impl fmt::Display for Transition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} -> {}", self.from, self.to)
     }
 }
 
@@ -495,6 +546,47 @@ mod tests {
         assert!(!Open.can_become(Processing));
         assert!(!Failed.can_become(Processing));
         assert!(!Retrying.can_become(Open));
+    }
+
+    #[test]
+    fn transitions_exist_exactly_for_the_pairs_the_table_allows() {
+        let mut allowed = 0;
+        for a in JobStatus::ALL {
+            assert!(!a.can_become(a), "{a} -> {a} is no transition");
+            for b in JobStatus::ALL {
+                let t = Transition::checked(a, b);
+                assert_eq!(t.is_some(), a.can_become(b), "{a} -> {b}");
+                if let Some(t) = t {
+                    allowed += 1;
+                    assert_eq!((t.from(), t.to()), (a, b));
+                    assert_eq!(Transition::new(a, b), t);
+                    assert_eq!(t.to_string(), format!("{a} -> {b}"));
+                }
+            }
+        }
+        // the thirteen pairs listed in `can_become`
+        assert_eq!(allowed, 13);
+    }
+
+    #[test]
+    #[should_panic(expected = "not a transition")]
+    fn a_transition_the_table_refuses_cannot_be_built() {
+        let _ = Transition::new(JobStatus::Completed, JobStatus::Open);
+    }
+
+    #[test]
+    fn leased_and_running_statuses_are_the_ones_the_guide_names() {
+        use JobStatus::*;
+        let leased: Vec<_> = JobStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_leased())
+            .collect();
+        assert_eq!(leased, [InQueue, Processing, RetryInQueued, Retrying]);
+        let running: Vec<_> = JobStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_running())
+            .collect();
+        assert_eq!(running, [Processing, Retrying]);
     }
 
     #[test]

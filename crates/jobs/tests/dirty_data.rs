@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 
 use common::{count, strings, Harness};
+use connectra_domain::job::JobStatus;
 use connectra_domain::limits::{MAX_FILTER_VALUE_BYTES, MAX_KEYWORD_BYTES};
 use connectra_domain::vql::{parse_vql, Purpose};
 use connectra_domain::Service;
@@ -162,7 +163,7 @@ async fn hostile_lines_among_thousands_of_good_ones_are_stored_byte_exact_or_rep
         assert!(hostile.next().is_none(), "every hostile line is placed");
         let key = h.upload("hostile.csv", &file).await;
         let job = h.import(&key).await;
-        assert_eq!(job.status, "completed", "{}", job.job_response);
+        assert_eq!(job.status, JobStatus::Completed, "{}", job.job_response);
         let stored: Vec<_> = placed
             .iter()
             .filter(|(_, w)| matches!(w, Want::Stored { .. }))
@@ -264,7 +265,7 @@ async fn a_nul_byte_in_one_cell_rejects_only_its_row() {
     file.extend_from_slice(b"Nul,Lee,nul@acme.io,CTO,Sales,US\0A,Paris,\n");
     let key = h.upload("nul.csv", &file).await;
     let job = h.import(&key).await;
-    assert_eq!(job.status, "completed", "{}", job.job_response);
+    assert_eq!(job.status, JobStatus::Completed, "{}", job.job_response);
     assert_eq!((job.rows_processed, job.rows_rejected), (10, 1));
     assert_eq!(
         job.job_response["runtime_errors"],
@@ -285,7 +286,7 @@ async fn forty_kilobyte_keyword_and_text_cells_leave_postgres_and_opensearch_ali
     );
     let key = h.upload("big.csv", file.as_bytes()).await;
     let job = h.import(&key).await;
-    assert_eq!(job.status, "completed", "{}", job.job_response);
+    assert_eq!(job.status, JobStatus::Completed, "{}", job.job_response);
     assert_eq!((job.rows_processed, job.rows_rejected), (2, 1));
     let errors = job.job_response["runtime_errors"].as_array().unwrap();
     assert_eq!(errors.len(), 1);
@@ -316,7 +317,7 @@ async fn an_unclosed_quote_that_swallows_the_file_fails_naming_the_line_it_began
     }
     let key = h.upload("unclosed.csv", file.as_bytes()).await;
     let job = h.import(&key).await;
-    assert_eq!(job.status, "failed", "{}", job.job_response);
+    assert_eq!(job.status, JobStatus::Failed, "{}", job.job_response);
     let errors = job.job_response["runtime_errors"].to_string();
     assert!(
         errors
@@ -373,7 +374,7 @@ dan@x.io,Dan,,Globex,
 ";
     let key = h.upload("refused.csv", file.as_bytes()).await;
     let job = h.import(&key).await;
-    assert_eq!(job.status, "completed", "{}", job.job_response);
+    assert_eq!(job.status, JobStatus::Completed, "{}", job.job_response);
     // Bob's contact was refused; Globex, as Cid's and Dan's lines made it in
     // this batch, was refused, so both lines that wrote it are rejected
     assert_eq!((job.rows_processed, job.rows_rejected), (1, 3));
@@ -411,7 +412,7 @@ async fn runtime_errors_show_the_first_and_the_last_rejections_and_stay_bounded(
     }
     let key = h.upload("bad.csv", file.as_bytes()).await;
     let job = h.import(&key).await;
-    assert_eq!(job.status, "completed", "{}", job.job_response);
+    assert_eq!(job.status, JobStatus::Completed, "{}", job.job_response);
     assert_eq!(job.rows_rejected, 300);
     let errors: Vec<&str> = job.job_response["runtime_errors"]
         .as_array()

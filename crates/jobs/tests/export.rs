@@ -9,6 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::{bucket, count, env, exec, Harness};
+use connectra_domain::job::JobStatus;
 use connectra_domain::vql::{parse_vql, Purpose};
 use connectra_domain::Service;
 use connectra_search::Document;
@@ -81,7 +82,7 @@ async fn an_export_matches_the_search_pages_row_for_row_on_both_backends() {
         let key = h
             .upload("contacts.csv", contacts_csv(1200).as_bytes())
             .await;
-        assert_eq!(h.import(&key).await.status, "completed");
+        assert_eq!(h.import(&key).await.status, JobStatus::Completed);
         h.search.refresh(Service::Contact).await.unwrap();
         let vql = json!({
             "where": {"keyword_match": {"must": {"country": ["USA", "GERMANY"]}, "must_not": {"departments": ["dept0"]}}},
@@ -90,7 +91,7 @@ async fn an_export_matches_the_search_pages_row_for_row_on_both_backends() {
             "limit": 97
         });
         let job = h.export(vql.clone(), "contact").await;
-        assert_eq!(job.status, "completed", "{:?}", job.job_response);
+        assert_eq!(job.status, JobStatus::Completed, "{:?}", job.job_response);
         let key = job.job_response["s3_key"].as_str().unwrap().to_string();
         assert_eq!(key, format!("{}/{}.csv", h.prefix, job.uuid));
         let exported = rows(&h.read_object(&key).await);
@@ -135,7 +136,7 @@ async fn an_export_with_no_matches_is_a_header_only_file_and_formulas_are_neutra
     let mut h = Harness::new(false).await;
     h.start(500);
     let job = h.export(json!({"where": {"keyword_match": {"must": {"country": ["Atlantis"]}}}, "select_columns": ["email", "title"]}), "contact").await;
-    assert_eq!(job.status, "completed", "{:?}", job.job_response);
+    assert_eq!(job.status, JobStatus::Completed, "{:?}", job.job_response);
     assert_eq!(
         h.read_object(job.job_response["s3_key"].as_str().unwrap())
             .await,
@@ -148,7 +149,7 @@ async fn an_export_with_no_matches_is_a_header_only_file_and_formulas_are_neutra
             b"email,title\nx@evil.io,=HYPERLINK(\"http://evil\")\n",
         )
         .await;
-    assert_eq!(h.import(&key).await.status, "completed");
+    assert_eq!(h.import(&key).await.status, JobStatus::Completed);
     let job = h
         .export(json!({"select_columns": ["email", "title"]}), "contact")
         .await;
@@ -189,7 +190,7 @@ async fn a_retried_export_aborts_the_upload_its_dead_attempt_left_unfinished() {
 
     h.start(500);
     let done = h.wait(&job).await;
-    assert_eq!(done.status, "completed", "{:?}", done.job_response);
+    assert_eq!(done.status, JobStatus::Completed, "{:?}", done.job_response);
     assert_eq!(done.attempts, 2);
     assert_eq!(
         h.storage.pending_uploads(&bucket(), &key).await.unwrap(),
@@ -210,7 +211,7 @@ async fn an_export_without_select_columns_fails_at_run_time_with_the_guides_code
             "contact",
         )
         .await;
-    assert_eq!(job.status, "failed");
+    assert_eq!(job.status, JobStatus::Failed);
     assert!(
         job.job_response["runtime_errors"][0]
             .as_str()
@@ -293,7 +294,8 @@ async fn an_export_that_loses_s3_midway_fails_and_leaves_no_object() {
             break;
         }
         assert_ne!(
-            j.status, "completed",
+            j.status,
+            JobStatus::Completed,
             "the export finished before S3 could be cut"
         );
         assert!(
@@ -306,7 +308,7 @@ async fn an_export_that_loses_s3_midway_fails_and_leaves_no_object() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
     let failed = loop {
         let j = h.repo.get(job.uuid).await.unwrap().unwrap();
-        if j.status == "failed" || j.status == "completed" {
+        if j.status == JobStatus::Failed || j.status == JobStatus::Completed {
             break j;
         }
         assert!(
@@ -315,7 +317,12 @@ async fn an_export_that_loses_s3_midway_fails_and_leaves_no_object() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert_eq!(failed.status, "failed", "{:?}", failed.job_response);
+    assert_eq!(
+        failed.status,
+        JobStatus::Failed,
+        "{:?}",
+        failed.job_response
+    );
     let error = failed.job_response["runtime_errors"][0].as_str().unwrap();
     assert!(
         error.contains("uploading the export to s3://"),
@@ -342,7 +349,7 @@ uuid,email,first_name,last_name,title,seniority,departments,phone,linkedin_url,e
     first.escape_formulas = false;
     first.start(2);
     let key = first.upload("in.csv", csv_in.as_bytes()).await;
-    assert_eq!(first.import(&key).await.status, "completed");
+    assert_eq!(first.import(&key).await.status, JobStatus::Completed);
     let mut exports = Vec::new();
     for (service, columns) in [
         (
@@ -358,7 +365,7 @@ uuid,email,first_name,last_name,title,seniority,departments,phone,linkedin_url,e
         let job = first
             .export(json!({"select_columns": select}), service)
             .await;
-        assert_eq!(job.status, "completed", "{:?}", job.job_response);
+        assert_eq!(job.status, JobStatus::Completed, "{:?}", job.job_response);
         exports.push(
             first
                 .read_object(job.job_response["s3_key"].as_str().unwrap())
@@ -373,7 +380,7 @@ uuid,email,first_name,last_name,title,seniority,departments,phone,linkedin_url,e
             .upload(&format!("export{i}.csv"), text.as_bytes())
             .await;
         let job = second.import(&key).await;
-        assert_eq!(job.status, "completed", "{:?}", job.job_response);
+        assert_eq!(job.status, JobStatus::Completed, "{:?}", job.job_response);
         assert_eq!(job.rows_rejected, 0);
     }
     for table in ["companies", "contacts"] {

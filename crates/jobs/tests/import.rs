@@ -7,6 +7,7 @@
 mod common;
 
 use common::{bucket, count, exec, strings, Harness};
+use connectra_domain::job::JobStatus;
 use connectra_search::{PostgresBackend, SearchBackend};
 use serde_json::{json, Value};
 
@@ -23,7 +24,7 @@ async fn a_contacts_file_with_company_columns_creates_linked_contacts_companies_
     h.start(2);
     let key = h.upload("contacts.csv", CONTACTS.as_bytes()).await;
     let job = h.import(&key).await;
-    assert_eq!(job.status, "completed", "{:?}", job.job_response);
+    assert_eq!(job.status, JobStatus::Completed, "{:?}", job.job_response);
     assert_eq!(job.rows_processed, 3);
     assert_eq!(job.rows_rejected, 0);
     assert_eq!(job.bytes_total, Some(CONTACTS.len() as i64));
@@ -89,7 +90,7 @@ async fn a_companies_file_is_imported_with_typed_columns() {
                Umbrella,https://umbrella.example,,, ,\n";
     let key = h.upload("companies.csv", csv.as_bytes()).await;
     let job = h.import(&key).await;
-    assert_eq!(job.status, "completed", "{:?}", job.job_response);
+    assert_eq!(job.status, JobStatus::Completed, "{:?}", job.job_response);
     let p = h.pool();
     assert_eq!(count(&p, "SELECT count(*) AS n FROM companies").await, 2);
     assert_eq!(
@@ -111,7 +112,7 @@ async fn importing_the_same_file_twice_duplicates_nothing_in_postgres_or_opensea
     let key = h.upload("contacts.csv", CONTACTS.as_bytes()).await;
     for _ in 0..2 {
         let job = h.import(&key).await;
-        assert_eq!(job.status, "completed", "{:?}", job.job_response);
+        assert_eq!(job.status, JobStatus::Completed, "{:?}", job.job_response);
         let p = h.pool();
         assert_eq!(count(&p, "SELECT count(*) AS n FROM contacts").await, 3);
         assert_eq!(count(&p, "SELECT count(*) AS n FROM companies").await, 2);
@@ -156,7 +157,7 @@ async fn bad_rows_are_reported_line_by_line_and_every_good_row_is_loaded() {
     bad_lines.push((22, "UTF-8"));
     let key = h.upload("bad.csv", &bytes).await;
     let job = h.import(&key).await;
-    assert_eq!(job.status, "completed", "{:?}", job.job_response);
+    assert_eq!(job.status, JobStatus::Completed, "{:?}", job.job_response);
     assert_eq!(job.rows_processed, 12);
     assert_eq!(job.rows_rejected, 9);
     assert_eq!(
@@ -202,7 +203,7 @@ async fn an_invalid_uuid_cell_falls_back_to_the_natural_key_and_is_counted() {
     );
     let key = h.upload("uuids.csv", csv.as_bytes()).await;
     let job = h.import(&key).await;
-    assert_eq!(job.status, "completed", "{:?}", job.job_response);
+    assert_eq!(job.status, JobStatus::Completed, "{:?}", job.job_response);
     assert_eq!(job.rows_processed, 4);
     assert_eq!(job.rows_rejected, 1, "no uuid and no natural key");
     assert_eq!(job.job_response["rows_uuid_replaced"], 2);
@@ -232,7 +233,7 @@ async fn an_invalid_uuid_cell_falls_back_to_the_natural_key_and_is_counted() {
             b"email,title\nann@example.com,CTO\ncy@example.com,COO\n",
         )
         .await;
-    assert_eq!(h.import(&again).await.status, "completed");
+    assert_eq!(h.import(&again).await.status, JobStatus::Completed);
     assert_eq!(
         count(&h.pool(), "SELECT count(*) AS n FROM contacts").await,
         4,
@@ -265,7 +266,7 @@ async fn an_import_resumes_from_a_checkpoint_written_before_uuid_counting_existe
     .await;
     h.start(500);
     let done = h.wait(&job).await;
-    assert_eq!(done.status, "completed", "{:?}", done.job_response);
+    assert_eq!(done.status, JobStatus::Completed, "{:?}", done.job_response);
     assert_eq!(done.rows_processed, 4);
     // only the rows after the checkpoint were read: the first two are not in
     // the database, and only the third row's bad uuid is counted
@@ -286,7 +287,7 @@ async fn a_bom_quoted_newlines_and_non_latin_names_survive_byte_exact() {
                ivan@example.com,Иван,Петров,Инженер\n";
     let key = h.upload("bom.csv", csv.as_bytes()).await;
     let job = h.import(&key).await;
-    assert_eq!(job.status, "completed", "{:?}", job.job_response);
+    assert_eq!(job.status, JobStatus::Completed, "{:?}", job.job_response);
     let p = h.pool();
     assert_eq!(
         strings(&p, "SELECT first_name || '|' || last_name || '|' || title AS s FROM contacts ORDER BY email DESC").await,
@@ -301,7 +302,7 @@ async fn a_missing_object_or_an_empty_or_headerless_file_fails_with_a_clear_mess
     h.start(500);
     let missing = format!("{}/nope.csv", h.prefix);
     let job = h.import(&missing).await;
-    assert_eq!(job.status, "failed");
+    assert_eq!(job.status, JobStatus::Failed);
     let err = job.job_response["runtime_errors"][0]
         .as_str()
         .unwrap()
@@ -324,7 +325,7 @@ async fn a_missing_object_or_an_empty_or_headerless_file_fails_with_a_clear_mess
 
     let useless = h.upload("useless.csv", b"colour,size\nred,9\n").await;
     let job = h.import(&useless).await;
-    assert_eq!(job.status, "failed");
+    assert_eq!(job.status, JobStatus::Failed);
     assert!(
         job.job_response["runtime_errors"][0]
             .as_str()
@@ -342,7 +343,7 @@ async fn the_search_backends_agree_on_what_an_import_indexed() {
     let mut h = Harness::new(true).await;
     h.start(2);
     let key = h.upload("contacts.csv", CONTACTS.as_bytes()).await;
-    assert_eq!(h.import(&key).await.status, "completed");
+    assert_eq!(h.import(&key).await.status, JobStatus::Completed);
     let pg = PostgresBackend::new(h.pool());
     for service in connectra_domain::Service::ALL {
         h.search.refresh(service).await.unwrap();

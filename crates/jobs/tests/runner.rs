@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use connectra_domain::job::NewJob;
+use connectra_domain::job::{JobStatus, NewJob};
 use connectra_jobs::{
     JobContext, JobResponse, Mode, Progress, Registry, RunReport, Runner, RunnerConfig,
 };
@@ -221,7 +221,7 @@ async fn a_job_failing_twice_then_succeeding_with_retry_count_3_completes_on_att
     let created = repo.create(&job("flaky", json!({}), 3, 1)).await.unwrap();
 
     wait_until(30, "completion after retries", || async {
-        get(&repo, &created).await.status == "completed"
+        get(&repo, &created).await.status == JobStatus::Completed
     })
     .await;
     let done = get(&repo, &created).await;
@@ -256,13 +256,13 @@ async fn with_retry_count_0_a_failure_is_final_and_run_after_is_null() {
     let runners = flaky_runners(&db, 5).await;
     let created = repo.create(&job("flaky", json!({}), 0, 0)).await.unwrap();
     wait_until(30, "failure", || async {
-        get(&repo, &created).await.status == "failed"
+        get(&repo, &created).await.status == JobStatus::Failed
     })
     .await;
     // give the retry runner every chance to (wrongly) pick it up
     tokio::time::sleep(Duration::from_millis(500)).await;
     let failed = get(&repo, &created).await;
-    assert_eq!(failed.status, "failed");
+    assert_eq!(failed.status, JobStatus::Failed);
     assert_eq!(failed.attempts, 1);
     assert_eq!(failed.run_after, None);
     assert_eq!(count(&pool, "SELECT count(*) AS n FROM runs").await, 1);
@@ -280,12 +280,12 @@ async fn a_failed_job_is_not_retried_before_its_run_after() {
         .await
         .unwrap();
     wait_until(30, "first failure", || async {
-        get(&repo, &created).await.status == "failed"
+        get(&repo, &created).await.status == JobStatus::Failed
     })
     .await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     let waiting = get(&repo, &created).await;
-    assert_eq!(waiting.status, "failed");
+    assert_eq!(waiting.status, JobStatus::Failed);
     assert_eq!(waiting.attempts, 1);
     let run_after = waiting.run_after.expect("a retry is scheduled");
     let wait = run_after - waiting.finished_at.unwrap();
@@ -296,7 +296,7 @@ async fn a_failed_job_is_not_retried_before_its_run_after() {
     // bring run_after forward: the retry runner takes it
     exec(&pool, "UPDATE jobs SET run_after = now()").await;
     wait_until(30, "retry", || async {
-        get(&repo, &created).await.status == "completed"
+        get(&repo, &created).await.status == JobStatus::Completed
     })
     .await;
     assert_eq!(get(&repo, &created).await.attempts, 2);
@@ -317,7 +317,7 @@ async fn a_panicking_handler_fails_the_job_with_the_panic_message() {
     let (stop, h) = start(&db, registry, config(&db, Mode::FirstTime));
     let created = repo.create(&job("boom", json!({}), 0, 0)).await.unwrap();
     wait_until(30, "failure", || async {
-        get(&repo, &created).await.status == "failed"
+        get(&repo, &created).await.status == JobStatus::Failed
     })
     .await;
     let failed = get(&repo, &created).await;
@@ -370,7 +370,7 @@ async fn cancel_a_running_job(cfg: impl Fn(&TestDb, Mode) -> RunnerConfig) {
     let first = start(&db, sleeper(started.clone()), cfg(&db, Mode::FirstTime));
     let retry = start(&db, sleeper(started.clone()), cfg(&db, Mode::Retry));
     wait_until(30, "processing", || async {
-        get(&repo, &created).await.status == "processing"
+        get(&repo, &created).await.status == JobStatus::Processing
     })
     .await;
     let outcome = repo.cancel(created.uuid).await.unwrap().unwrap();
@@ -379,12 +379,12 @@ async fn cancel_a_running_job(cfg: impl Fn(&TestDb, Mode) -> RunnerConfig) {
         "{outcome:?}"
     );
     wait_until(30, "cancelled", || async {
-        get(&repo, &created).await.status == "failed"
+        get(&repo, &created).await.status == JobStatus::Failed
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let cancelled = get(&repo, &created).await;
-    assert_eq!(cancelled.status, "failed");
+    assert_eq!(cancelled.status, JobStatus::Failed);
     assert_eq!(
         cancelled.run_after, None,
         "retries remained, but a cancelled job never runs again"
@@ -519,11 +519,11 @@ async fn a_job_whose_runner_keeps_dying_fails_for_good_after_the_rescue_limit() 
         let j = get(&repo, &created).await;
         if round <= 2 {
             assert_eq!((report.released, report.failed_for_good), (1, 0));
-            assert_eq!(j.status, "open");
+            assert_eq!(j.status, JobStatus::Open);
             assert_eq!(j.rescues, round);
         } else {
             assert_eq!((report.released, report.failed_for_good), (0, 1));
-            assert_eq!(j.status, "failed");
+            assert_eq!(j.status, JobStatus::Failed);
             assert_eq!(j.run_after, None);
             let errors = j.response().runtime_errors;
             assert!(
@@ -548,17 +548,17 @@ async fn a_job_whose_runner_keeps_dying_fails_for_good_after_the_rescue_limit() 
     .await;
     repo.rescue_expired(2).await.unwrap();
     let j = get(&repo, &other).await;
-    assert_eq!(j.status, "failed");
+    assert_eq!(j.status, JobStatus::Failed);
     assert!(j.run_after.is_some());
 }
 
 #[derive(diesel::QueryableByName)]
 struct Status {
-    #[diesel(sql_type = Text)]
-    status: String,
+    #[diesel(sql_type = Text, deserialize_as = connectra_persistence::StatusColumn)]
+    status: JobStatus,
 }
 
-async fn statuses(pool: &PgPool) -> Vec<String> {
+async fn statuses(pool: &PgPool) -> Vec<JobStatus> {
     let mut conn = pool.get().await.unwrap();
     diesel::sql_query("SELECT status FROM jobs ORDER BY id")
         .load::<Status>(&mut conn)
@@ -624,7 +624,7 @@ async fn a_runner_killed_mid_job_is_rescued_by_another_and_its_late_write_is_rej
     let mut child = demo(&db, &[("JOB_LEASE_SECONDS", "2")]);
     wait_until(60, "the process to run the job", || async {
         let j = get(&repo, &created).await;
-        j.status == "processing" && j.rows_processed > 2
+        j.status == JobStatus::Processing && j.rows_processed > 2
     })
     .await;
     let stale = get(&repo, &created).await;
@@ -647,7 +647,7 @@ async fn a_runner_killed_mid_job_is_rescued_by_another_and_its_late_write_is_rej
     cfg.lease = Duration::from_secs(2);
     let (stop, h) = start(&db, registry, cfg);
     wait_until(60, "rescue and completion", || async {
-        get(&repo, &created).await.status == "completed"
+        get(&repo, &created).await.status == JobStatus::Completed
     })
     .await;
     let done = get(&repo, &created).await;
@@ -696,13 +696,14 @@ async fn sigterm_leaves_no_job_queued_or_running_and_the_process_exits_0() {
     );
     wait_until(60, "2 running jobs and a refilled queue", || async {
         let s = statuses(&pool).await;
-        s.iter().filter(|s| *s == "processing").count() == 2 && refilled(queued(&pool).await, 4)
+        s.iter().filter(|s| **s == JobStatus::Processing).count() == 2
+            && refilled(queued(&pool).await, 4)
     })
     .await;
     let out = terminate(child).await;
     assert!(out.status.success(), "exit status {:?}", out.status);
     let s = statuses(&pool).await;
-    assert!(s.iter().all(|s| s == "open"), "{s:?}");
+    assert!(s.iter().all(|s| *s == JobStatus::Open), "{s:?}");
     assert_eq!(
         count(
             &pool,
@@ -729,8 +730,8 @@ async fn sigterm_leaves_no_job_queued_or_running_and_the_process_exits_0() {
     );
     wait_until(60, "a retrying job", || async {
         let s = statuses(&pool).await;
-        s.iter().filter(|s| *s == "retrying").count() == 1
-            && s.iter().filter(|s| *s == "retry_in_queued").count() == 3
+        s.iter().filter(|s| **s == JobStatus::Retrying).count() == 1
+            && s.iter().filter(|s| **s == JobStatus::RetryInQueued).count() == 3
     })
     .await;
     let out = terminate(child).await;
@@ -765,7 +766,7 @@ async fn a_failed_claim_is_tried_again_soon_without_a_notify_or_the_ticker() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     exec(&pool, "ALTER TABLE jobs_away RENAME TO jobs").await;
     wait_until(30, "the job to complete", || async {
-        get(&repo, &created).await.status == "completed"
+        get(&repo, &created).await.status == JobStatus::Completed
     })
     .await;
     stop.cancel();
@@ -795,7 +796,7 @@ async fn a_dropped_listen_connection_is_reopened_and_new_jobs_still_wake_the_run
     .await;
     let first = repo.create(&job("noop", json!({}), 0, 0)).await.unwrap();
     wait_until(10, "the first job", || async {
-        get(&repo, &first).await.status == "completed"
+        get(&repo, &first).await.status == JobStatus::Completed
     })
     .await;
 
@@ -811,7 +812,7 @@ async fn a_dropped_listen_connection_is_reopened_and_new_jobs_still_wake_the_run
     .await;
     let second = repo.create(&job("noop", json!({}), 0, 0)).await.unwrap();
     wait_until(10, "the second job", || async {
-        get(&repo, &second).await.status == "completed"
+        get(&repo, &second).await.status == JobStatus::Completed
     })
     .await;
     stop.cancel();

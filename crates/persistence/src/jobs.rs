@@ -10,10 +10,15 @@
 //! - statements that update several rows that may already be claimed lock
 //!   them in id order first (`… ORDER BY id FOR UPDATE`), so two of them never
 //!   deadlock; the claim and the rescue skip locked rows and never wait.
+//!
+//! Every status a statement reads or writes comes from [`JobStatus`]: the
+//! status changes from the tables in [`moves`], built of [`Transition`]s
+//! that [`JobStatus::can_become`] allows, and the conditions from its
+//! predicates. No status is spelled out in SQL text here.
 
 use std::time::Duration;
 
-use connectra_domain::job::{JobResponse, JobStatus, ListFilter, NewJob};
+use connectra_domain::job::{JobResponse, JobStatus, ListFilter, NewJob, Transition};
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Bool, Double, Integer, Jsonb, Nullable, Text};
 use diesel_async::RunQueryDsl;
@@ -23,6 +28,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::schema::jobs;
+use crate::status::{is_one_of, literal, next_status, sources, sources_of, statuses, StatusColumn};
 use crate::{PgPool, Result};
 
 /// The channel on which runners `LISTEN`. The `jobs` trigger notifies it when a
@@ -42,7 +48,10 @@ pub struct Job {
     pub uuid: Uuid,
     pub job_type: String,
     pub data: Value,
-    pub status: String,
+    /// Read through [`StatusColumn`]: a status the enum does not know fails
+    /// the query instead of being guessed.
+    #[diesel(deserialize_as = StatusColumn)]
+    pub status: JobStatus,
     pub job_response: Value,
     pub retry_count: i32,
     pub retry_interval: i32,
@@ -70,11 +79,6 @@ pub struct Job {
 }
 
 impl Job {
-    /// The typed status. The table's CHECK constraint guarantees it parses.
-    pub fn status(&self) -> JobStatus {
-        self.status.parse().unwrap_or(JobStatus::Failed)
-    }
-
     /// The typed `job_response`; unknown keys are kept in `extra`.
     pub fn response(&self) -> JobResponse {
         serde_json::from_value(self.job_response.clone()).unwrap_or_default()
@@ -129,19 +133,87 @@ pub enum ClaimKind {
 }
 
 impl ClaimKind {
-    pub fn queued_status(self) -> JobStatus {
+    /// What [`JobRepo::claim`] does to a claimable job.
+    pub const fn claim(self) -> Transition {
         match self {
-            Self::FirstTime => JobStatus::InQueue,
-            Self::Retry => JobStatus::RetryInQueued,
+            Self::FirstTime => moves::CLAIM_FIRST_TIME,
+            Self::Retry => moves::CLAIM_RETRY,
         }
     }
 
-    pub fn running_status(self) -> JobStatus {
+    /// What [`JobRepo::start_many`] does to a claimed job.
+    pub const fn start(self) -> Transition {
         match self {
-            Self::FirstTime => JobStatus::Processing,
-            Self::Retry => JobStatus::Retrying,
+            Self::FirstTime => moves::START_FIRST_TIME,
+            Self::Retry => moves::START_RETRY,
         }
     }
+
+    pub const fn queued_status(self) -> JobStatus {
+        self.claim().to()
+    }
+
+    pub const fn running_status(self) -> JobStatus {
+        self.start().to()
+    }
+}
+
+/// The status changes of each [`JobRepo`] method, as tables of
+/// [`Transition`]s: a pair that [`JobStatus::can_become`] refuses does not
+/// compile here. The methods' SQL is generated from these tables; the
+/// state-machine test (`tests/state_machine.rs`) runs every method from
+/// every status against them.
+pub mod moves {
+    use connectra_domain::job::JobStatus::{self, *};
+    use connectra_domain::job::Transition;
+
+    const fn t(from: JobStatus, to: JobStatus) -> Transition {
+        Transition::new(from, to)
+    }
+
+    /// [`ClaimKind::FirstTime`](super::ClaimKind) claims: `open → in_queue`.
+    pub const CLAIM_FIRST_TIME: Transition = t(Open, InQueue);
+    /// [`ClaimKind::Retry`](super::ClaimKind) claims, of failed jobs whose
+    /// `run_after` has passed: `failed → retry_in_queued`.
+    pub const CLAIM_RETRY: Transition = t(Failed, RetryInQueued);
+    /// `start_many` of first-time claims: `in_queue → processing`.
+    pub const START_FIRST_TIME: Transition = t(InQueue, Processing);
+    /// `start_many` of retry claims: `retry_in_queued → retrying`.
+    pub const START_RETRY: Transition = t(RetryInQueued, Retrying);
+    /// The one status [`COMPLETE`] leads to.
+    pub const COMPLETED: JobStatus = Completed;
+    /// `complete` and `complete_many`: a running handler succeeded.
+    pub const COMPLETE: &[Transition] = &[t(Processing, Completed), t(Retrying, Completed)];
+    /// The one status [`FAIL`] leads to.
+    pub const FAILED: JobStatus = Failed;
+    /// `fail`: a held job failed, or was cancelled, before or while it ran.
+    pub const FAIL: &[Transition] = &[
+        t(InQueue, Failed),
+        t(Processing, Failed),
+        t(RetryInQueued, Failed),
+        t(Retrying, Failed),
+    ];
+    /// `release`, and `rescue_expired` of a job it does not give up on: a
+    /// first run goes back to `open`, a retry to `failed` (due at once).
+    pub const RELEASE: &[Transition] = &[
+        t(InQueue, Open),
+        t(Processing, Open),
+        t(RetryInQueued, Failed),
+        t(Retrying, Failed),
+    ];
+    /// `rescue_expired` of a job rescued too often, or whose cancel was
+    /// requested: failed for good.
+    pub const GIVE_UP: &[Transition] = FAIL;
+    /// The one status [`CANCEL`] leads to.
+    pub const CANCELLED: JobStatus = Failed;
+    /// `cancel` of a job that is not running: failed for good. (A failed job
+    /// waiting for a retry stays failed, its retry dropped; a running job
+    /// only gets `cancel_requested`; neither is a status change.)
+    pub const CANCEL: &[Transition] = &[
+        t(Open, Failed),
+        t(InQueue, Failed),
+        t(RetryInQueued, Failed),
+    ];
 }
 
 /// What a rescue pass did.
@@ -153,7 +225,24 @@ pub struct RescueReport {
     pub failed_for_good: usize,
 }
 
-const LEASED: &str = "('in_queue', 'processing', 'retry_in_queued', 'retrying')";
+/// `{column} IN (…)` of the statuses in which a runner holds a job.
+fn leased(column: &str) -> String {
+    is_one_of(column, statuses(JobStatus::is_leased))
+}
+
+/// `{column} IN (…)` of the statuses in which a handler runs.
+fn running(column: &str) -> String {
+    is_one_of(column, statuses(JobStatus::is_running))
+}
+
+/// `{column} = 'failed' AND run_after IS NOT NULL`: a failed job that waits
+/// for a retry (due or not).
+fn waiting_for_retry(column: &str, run_after: &str) -> String {
+    format!(
+        "{} AND {run_after} IS NOT NULL",
+        is_one_of(column, [moves::CLAIM_RETRY.from()])
+    )
+}
 
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
@@ -260,15 +349,19 @@ impl JobRepo {
     /// Either way `job_response.cancelled` is set and the job never runs again.
     pub async fn cancel(&self, uuid: Uuid) -> Result<Option<CancelOutcome>> {
         let mut conn = self.pool.get().await?;
-        let stopped: Option<Job> = diesel::sql_query(
-            "UPDATE jobs SET status = 'failed', run_after = NULL, cancel_requested = true,
+        // `CANCEL`'s moves, and a failed job waiting for a retry, which
+        // stays failed; both end failed for good
+        let stopped: Option<Job> = diesel::sql_query(format!(
+            "UPDATE jobs SET status = {failed}, run_after = NULL, cancel_requested = true,
                  locked_by = NULL, locked_until = NULL, finished_at = now(), updated_at = now(),
-                 job_response = job_response || '{\"cancelled\": true, \"messages\": \"cancelled by request\"}'::jsonb
+                 job_response = job_response || '{{\"cancelled\": true, \"messages\": \"cancelled by request\"}}'::jsonb
              WHERE uuid = $1
-               AND (status IN ('open', 'in_queue', 'retry_in_queued')
-                    OR (status = 'failed' AND run_after IS NOT NULL))
+               AND (({from}) OR ({waiting}))
              RETURNING *",
-        )
+            failed = literal(moves::CANCELLED),
+            from = is_one_of("status", sources(moves::CANCEL)),
+            waiting = waiting_for_retry("status", "run_after"),
+        ))
         .bind::<diesel::sql_types::Uuid, _>(uuid)
         .get_result(&mut conn)
         .await
@@ -276,12 +369,13 @@ impl JobRepo {
         if let Some(job) = stopped {
             return Ok(Some(CancelOutcome::Cancelled(job)));
         }
-        let requested: Option<Job> = diesel::sql_query(
+        let requested: Option<Job> = diesel::sql_query(format!(
             "UPDATE jobs SET cancel_requested = true, updated_at = now(),
-                 job_response = job_response || '{\"cancelled\": true}'::jsonb
-             WHERE uuid = $1 AND status IN ('processing', 'retrying')
+                 job_response = job_response || '{{\"cancelled\": true}}'::jsonb
+             WHERE uuid = $1 AND {running}
              RETURNING *",
-        )
+            running = running("status"),
+        ))
         .bind::<diesel::sql_types::Uuid, _>(uuid)
         .get_result(&mut conn)
         .await
@@ -306,11 +400,13 @@ impl JobRepo {
         if max <= 0 || job_types.is_empty() {
             return Ok(Vec::new());
         }
-        let (queued, claimable) = match kind {
-            ClaimKind::FirstTime => ("in_queue", "status = 'open'"),
-            ClaimKind::Retry => (
-                "retry_in_queued",
-                "status = 'failed' AND run_after IS NOT NULL AND run_after <= now()",
+        let claim = kind.claim();
+        let queued = literal(claim.to());
+        let claimable = match kind {
+            ClaimKind::FirstTime => is_one_of("status", [claim.from()]),
+            ClaimKind::Retry => format!(
+                "{} AND run_after <= now()",
+                waiting_for_retry("status", "run_after")
             ),
         };
         let order = match kind {
@@ -319,7 +415,7 @@ impl JobRepo {
         };
         let mut conn = self.pool.get().await?;
         let mut claimed: Vec<Job> = diesel::sql_query(format!(
-            "UPDATE jobs SET status = '{queued}', locked_by = $1,
+            "UPDATE jobs SET status = {queued}, locked_by = $1,
                  locked_until = now() + make_interval(secs => $2),
                  attempts = attempts + 1, updated_at = now()
              WHERE id IN (
@@ -353,21 +449,22 @@ impl JobRepo {
     ) -> Result<Vec<Job>> {
         let (ids, attempts): (Vec<i64>, Vec<i32>) = claims.iter().copied().unzip();
         let mut conn = self.pool.get().await?;
-        let mut started: Vec<Job> = diesel::sql_query(
+        let start = kind.start();
+        let mut started: Vec<Job> = diesel::sql_query(format!(
             "WITH locked AS (SELECT id FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE)
-             UPDATE jobs j SET status = $5, started_at = coalesce(j.started_at, now()),
+             UPDATE jobs j SET status = {to}, started_at = coalesce(j.started_at, now()),
                  locked_until = now() + make_interval(secs => $4), updated_at = now()
              FROM unnest($1::bigint[], $2::int4[]) AS c(id, attempt), locked
              WHERE j.id = c.id AND locked.id = j.id AND j.attempts = c.attempt AND j.locked_by = $3
-               AND j.status = $6 AND NOT j.cancel_requested
+               AND {from} AND NOT j.cancel_requested
              RETURNING j.*",
-        )
+            to = literal(start.to()),
+            from = is_one_of("j.status", [start.from()]),
+        ))
         .bind::<Array<BigInt>, _>(&ids)
         .bind::<Array<Integer>, _>(&attempts)
         .bind::<Text, _>(runner_id)
         .bind::<Double, _>(secs(lease))
-        .bind::<Text, _>(kind.running_status().as_str())
-        .bind::<Text, _>(kind.queued_status().as_str())
         .load(&mut conn)
         .await?;
         started.sort_by_key(|j| j.id);
@@ -388,8 +485,9 @@ impl JobRepo {
             "WITH locked AS (SELECT id FROM jobs WHERE id = ANY($3) ORDER BY id FOR UPDATE)
              UPDATE jobs j SET locked_until = now() + make_interval(secs => $2)
              FROM locked
-             WHERE j.id = locked.id AND j.locked_by = $1 AND j.status IN {LEASED}
-             RETURNING j.id, j.attempts, j.cancel_requested"
+             WHERE j.id = locked.id AND j.locked_by = $1 AND {leased}
+             RETURNING j.id, j.attempts, j.cancel_requested",
+            leased = leased("j.status"),
         ))
         .bind::<Text, _>(runner_id)
         .bind::<Double, _>(secs(lease))
@@ -411,7 +509,8 @@ impl JobRepo {
             "UPDATE jobs SET rows_processed = $4, rows_rejected = $5, bytes_read = $6,
                  bytes_total = coalesce($7, bytes_total), checkpoint = coalesce($8, checkpoint),
                  updated_at = now()
-             WHERE id = $1 AND attempts = $2 AND locked_by = $3 AND status IN {LEASED}"
+             WHERE id = $1 AND attempts = $2 AND locked_by = $3 AND {leased}",
+            leased = leased("status"),
         ))
         .bind::<BigInt, _>(fence.id)
         .bind::<Integer, _>(fence.attempt)
@@ -439,13 +538,15 @@ impl JobRepo {
         let mut conn = self.pool.get().await?;
         let written: Vec<Id> = diesel::sql_query(format!(
             "WITH locked AS (SELECT id FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE)
-             UPDATE jobs j SET status = 'completed', job_response = j.job_response || c.response,
+             UPDATE jobs j SET status = {completed}, job_response = j.job_response || c.response,
                  run_after = NULL, locked_by = NULL, locked_until = NULL,
                  finished_at = now(), updated_at = now()
              FROM unnest($1::bigint[], $2::int4[], $3::jsonb[]) AS c(id, attempt, response), locked
              WHERE j.id = c.id AND locked.id = j.id AND j.attempts = c.attempt AND j.locked_by = $4
-               AND j.status IN {LEASED}
-             RETURNING j.id"
+               AND {from}
+             RETURNING j.id",
+            completed = literal(moves::COMPLETED),
+            from = is_one_of("j.status", sources_of(moves::COMPLETE, moves::COMPLETED)),
         ))
         .bind::<Array<BigInt>, _>(&ids)
         .bind::<Array<Integer>, _>(&attempts)
@@ -460,10 +561,12 @@ impl JobRepo {
     pub async fn complete(&self, fence: Fence<'_>, response: &JobResponse) -> Result<bool> {
         let mut conn = self.pool.get().await?;
         let n = diesel::sql_query(format!(
-            "UPDATE jobs SET status = 'completed', job_response = job_response || $4,
+            "UPDATE jobs SET status = {completed}, job_response = job_response || $4,
                  run_after = NULL, locked_by = NULL, locked_until = NULL,
                  finished_at = now(), updated_at = now()
-             WHERE id = $1 AND attempts = $2 AND locked_by = $3 AND status IN {LEASED}"
+             WHERE id = $1 AND attempts = $2 AND locked_by = $3 AND {from}",
+            completed = literal(moves::COMPLETED),
+            from = is_one_of("status", sources_of(moves::COMPLETE, moves::COMPLETED)),
         ))
         .bind::<BigInt, _>(fence.id)
         .bind::<Integer, _>(fence.attempt)
@@ -481,7 +584,7 @@ impl JobRepo {
     pub async fn fail(&self, fence: Fence<'_>, response: &JobResponse) -> Result<bool> {
         let mut conn = self.pool.get().await?;
         let n = diesel::sql_query(format!(
-            "UPDATE jobs SET status = 'failed',
+            "UPDATE jobs SET status = {failed},
                  job_response = (job_response || ($4 - 'runtime_errors')) || jsonb_build_object(
                      'runtime_errors',
                      (SELECT coalesce(jsonb_agg(e), '[]'::jsonb) FROM (
@@ -493,7 +596,9 @@ impl JobRepo {
                                   THEN now() + make_interval(secs => retry_interval)
                                   ELSE NULL END,
                  locked_by = NULL, locked_until = NULL, finished_at = now(), updated_at = now()
-             WHERE id = $1 AND attempts = $2 AND locked_by = $3 AND status IN {LEASED}"
+             WHERE id = $1 AND attempts = $2 AND locked_by = $3 AND {from}",
+            failed = literal(moves::FAILED),
+            from = is_one_of("status", sources_of(moves::FAIL, moves::FAILED)),
         ))
         .bind::<BigInt, _>(fence.id)
         .bind::<Integer, _>(fence.attempt)
@@ -512,11 +617,15 @@ impl JobRepo {
         let mut conn = self.pool.get().await?;
         let n = diesel::sql_query(format!(
             "UPDATE jobs SET
-                 status = CASE WHEN status IN ('in_queue', 'processing') THEN 'open' ELSE 'failed' END,
-                 run_after = CASE WHEN status IN ('in_queue', 'processing') THEN run_after ELSE now() END,
-                 attempts = CASE WHEN status IN ('in_queue', 'retry_in_queued') THEN attempts - 1 ELSE attempts END,
+                 status = {next},
+                 run_after = CASE WHEN {to_open} THEN run_after ELSE now() END,
+                 attempts = CASE WHEN {running} THEN attempts ELSE attempts - 1 END,
                  locked_by = NULL, locked_until = NULL, updated_at = now()
-             WHERE id = $1 AND attempts = $2 AND locked_by = $3 AND status IN {LEASED}"
+             WHERE id = $1 AND attempts = $2 AND locked_by = $3 AND {from}",
+            next = next_status("status", moves::RELEASE),
+            to_open = is_one_of("status", sources_of(moves::RELEASE, JobStatus::Open)),
+            running = running("status"),
+            from = is_one_of("status", sources(moves::RELEASE)),
         ))
         .bind::<BigInt, _>(fence.id)
         .bind::<Integer, _>(fence.attempt)
@@ -533,17 +642,16 @@ impl JobRepo {
         let mut conn = self.pool.get().await?;
         let rows: Vec<Flag> = diesel::sql_query(format!(
             "WITH expired AS (
-                 SELECT id, status, (status IN ('processing', 'retrying')) AS was_running,
-                        (status IN ('processing', 'retrying') AND rescues + 1 > $1) AS give_up
+                 SELECT id, status, ({running}) AS was_running,
+                        ({running} AND rescues + 1 > $1) AS give_up
                  FROM jobs
-                 WHERE status IN {LEASED} AND locked_until < now()
+                 WHERE {from} AND locked_until < now()
                  FOR UPDATE SKIP LOCKED)
              UPDATE jobs j SET
-                 status = CASE WHEN e.give_up OR j.cancel_requested THEN 'failed'
-                               WHEN e.status IN ('in_queue', 'processing') THEN 'open'
-                               ELSE 'failed' END,
+                 status = CASE WHEN e.give_up OR j.cancel_requested THEN {give_up}
+                               ELSE {next} END,
                  run_after = CASE WHEN e.give_up OR j.cancel_requested THEN NULL
-                                  WHEN e.status IN ('in_queue', 'processing') THEN j.run_after
+                                  WHEN {to_open} THEN j.run_after
                                   ELSE now() END,
                  rescues = j.rescues + CASE WHEN e.was_running THEN 1 ELSE 0 END,
                  attempts = j.attempts - CASE WHEN e.was_running THEN 0 ELSE 1 END,
@@ -556,7 +664,12 @@ impl JobRepo {
                  locked_by = NULL, locked_until = NULL, updated_at = now()
              FROM expired e
              WHERE j.id = e.id
-             RETURNING e.give_up AS flag"
+             RETURNING e.give_up AS flag",
+            running = running("status"),
+            from = is_one_of("status", sources(moves::RELEASE)),
+            give_up = next_status("e.status", moves::GIVE_UP),
+            next = next_status("e.status", moves::RELEASE),
+            to_open = is_one_of("e.status", sources_of(moves::RELEASE, JobStatus::Open)),
         ))
         .bind::<Integer, _>(max_rescues)
         .load(&mut conn)
@@ -586,12 +699,13 @@ impl JobRepo {
             return Ok(None);
         }
         let mut conn = self.pool.get().await?;
-        let due: Due = diesel::sql_query(
+        let due: Due = diesel::sql_query(format!(
             "SELECT ceil(extract(epoch FROM (min(run_after) - now())) * 1000)::int8 AS ms
              FROM jobs
-             WHERE status = 'failed' AND run_after IS NOT NULL AND NOT cancel_requested
+             WHERE {waiting} AND NOT cancel_requested
                AND job_type = ANY($1)",
-        )
+            waiting = waiting_for_retry("status", "run_after"),
+        ))
         .bind::<diesel::sql_types::Array<Text>, _>(job_types)
         .get_result(&mut conn)
         .await?;
@@ -633,4 +747,44 @@ struct Flag {
 
 fn to_json(response: &JobResponse) -> Value {
     serde_json::to_value(response).unwrap_or_else(|_| Value::Object(Default::default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::moves::*;
+    use super::*;
+
+    fn sorted(it: impl Iterator<Item = JobStatus>) -> Vec<JobStatus> {
+        let mut v: Vec<_> = it.collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn the_tables_match_what_their_statements_assume() {
+        // a statement that writes one literal status needs a table with one target
+        for (table, target) in [(COMPLETE, COMPLETED), (FAIL, FAILED), (CANCEL, CANCELLED)] {
+            assert!(table.iter().all(|t| t.to() == target), "{table:?}");
+            assert!(table.iter().all(|t| t.from().can_become(t.to())));
+        }
+        let leased = sorted(statuses(JobStatus::is_leased));
+        // fenced writes (fail, release) and the rescue act on every leased status
+        assert_eq!(sorted(sources(FAIL)), leased);
+        assert_eq!(sorted(sources(RELEASE)), leased);
+        // the rescue may give up on any job it takes back
+        assert_eq!(sorted(sources(GIVE_UP)), leased);
+        // only a running handler completes
+        assert_eq!(
+            sorted(sources(COMPLETE)),
+            sorted(statuses(JobStatus::is_running))
+        );
+        // a claim leads to a leased status, a start to a running one
+        for kind in [ClaimKind::FirstTime, ClaimKind::Retry] {
+            assert!(kind.queued_status().is_leased() && !kind.queued_status().is_running());
+            assert_eq!(kind.start().from(), kind.queued_status());
+            assert!(kind.running_status().is_running());
+        }
+        // cancelling a running job is a request, not a status change
+        assert!(sources(CANCEL).all(|s| !s.is_running()));
+    }
 }

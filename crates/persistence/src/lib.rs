@@ -5,6 +5,7 @@ pub mod jobs;
 mod pool;
 pub mod records;
 pub mod schema;
+pub mod status;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -13,6 +14,7 @@ pub use pool::{
     build_pool, build_pool_with_statement_timeout, connection_url, run_migrations, PgPool,
     MIGRATIONS,
 };
+pub use status::StatusColumn;
 
 /// Errors of this crate. Diesel's `NotFound` is returned as `Ok(None)` by lookups instead.
 #[derive(Debug, thiserror::Error)]

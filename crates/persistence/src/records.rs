@@ -445,8 +445,14 @@ impl RecordWriter {
             // batch commits
             let held = tx
                 .query_opt(
-                    "SELECT 1 FROM jobs WHERE id = $1 AND attempts = $2 AND locked_by = $3 \
-                     AND status IN ('processing', 'retrying') FOR KEY SHARE",
+                    &format!(
+                        "SELECT 1 FROM jobs WHERE id = $1 AND attempts = $2 AND locked_by = $3 \
+                         AND {} FOR KEY SHARE",
+                        crate::status::is_one_of(
+                            "status",
+                            crate::status::statuses(connectra_domain::job::JobStatus::is_running)
+                        )
+                    ),
                     &[&self.job_id, attempt, runner_id],
                 )
                 .await?;

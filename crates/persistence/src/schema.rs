@@ -1,4 +1,7 @@
-//! Diesel's view of the tables created by `migrations/`.
+//! Diesel's view of the tables that diesel queries. `contacts` and
+//! `companies` are not here: the record writer and the search backend reach
+//! them through the field catalogue (`connectra_domain::catalogue`), the one
+//! list of their columns.
 
 diesel::table! {
     jobs (id) {
@@ -23,54 +26,6 @@ diesel::table! {
         checkpoint -> Nullable<Jsonb>,
         started_at -> Nullable<Timestamptz>,
         finished_at -> Nullable<Timestamptz>,
-        created_at -> Timestamptz,
-        updated_at -> Timestamptz,
-    }
-}
-
-diesel::table! {
-    companies (id) {
-        id -> Int8,
-        uuid -> Uuid,
-        name -> Nullable<Text>,
-        website -> Nullable<Text>,
-        domain -> Nullable<Text>,
-        industries -> Array<Text>,
-        keywords -> Array<Text>,
-        technologies -> Array<Text>,
-        employees_count -> Nullable<Int4>,
-        annual_revenue -> Nullable<Int8>,
-        total_funding -> Nullable<Int8>,
-        founded_year -> Nullable<Int4>,
-        country -> Nullable<Text>,
-        state -> Nullable<Text>,
-        city -> Nullable<Text>,
-        phone -> Nullable<Text>,
-        linkedin_url -> Nullable<Text>,
-        extra -> Jsonb,
-        created_at -> Timestamptz,
-        updated_at -> Timestamptz,
-    }
-}
-
-diesel::table! {
-    contacts (id) {
-        id -> Int8,
-        uuid -> Uuid,
-        first_name -> Nullable<Text>,
-        last_name -> Nullable<Text>,
-        email -> Nullable<Text>,
-        title -> Nullable<Text>,
-        seniority -> Nullable<Text>,
-        departments -> Array<Text>,
-        phone -> Nullable<Text>,
-        linkedin_url -> Nullable<Text>,
-        email_status -> Nullable<Text>,
-        country -> Nullable<Text>,
-        state -> Nullable<Text>,
-        city -> Nullable<Text>,
-        company_id -> Nullable<Uuid>,
-        extra -> Jsonb,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
     }

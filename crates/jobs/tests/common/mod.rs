@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use connectra_domain::job::NewJob;
+use connectra_domain::job::{JobStatus, NewJob};
 use connectra_jobs::builtin::{self, BuiltinDeps};
 use connectra_jobs::{Mode, Registry, RunReport, Runner, RunnerConfig};
 use connectra_persistence::testing::TestDb;
@@ -151,7 +151,7 @@ impl Harness {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
         loop {
             let j = self.repo.get(job.uuid).await.unwrap().unwrap();
-            if j.status == "completed" || j.status == "failed" {
+            if j.status == JobStatus::Completed || j.status == JobStatus::Failed {
                 return j;
             }
             assert!(
