@@ -7,7 +7,7 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use connectra_domain::job::{JobStatus, NewJob};
-use connectra_persistence::testing::TestDb;
+use connectra_persistence::testing::{job_until, TestDb};
 use connectra_persistence::{Job, JobRepo};
 use connectra_storage::{S3Config, Storage};
 use diesel::sql_types::BigInt;
@@ -79,22 +79,20 @@ async fn an_import_killed_mid_file_is_rescued_and_ends_with_exactly_the_files_ro
         .unwrap();
 
     let mut first = runner(&db);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let j = get(&repo, &job).await;
-        if j.rows_processed >= 3 * BATCH as i64 {
-            break;
-        }
-        assert!(
-            j.status != JobStatus::Completed,
-            "the import finished before it could be killed; make the file bigger"
-        );
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the import never got going: {j:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    job_until(
+        &repo,
+        job.uuid,
+        Duration::from_secs(120),
+        "the import to get going",
+        |j| {
+            assert!(
+                j.status != JobStatus::Completed,
+                "the import finished before it could be killed; make the file bigger"
+            );
+            j.rows_processed >= 3 * BATCH as i64
+        },
+    )
+    .await;
     first.kill().unwrap();
     first.wait().unwrap();
     let at_kill = get(&repo, &job).await;
@@ -105,15 +103,14 @@ async fn an_import_killed_mid_file_is_rescued_and_ends_with_exactly_the_files_ro
     assert!(checkpoint_rows < ROWS as i64);
 
     let mut second = runner(&db);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
-    let done = loop {
-        let j = get(&repo, &job).await;
-        if j.status == JobStatus::Completed || j.status == JobStatus::Failed {
-            break j;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "not rescued: {j:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let done = job_until(
+        &repo,
+        job.uuid,
+        Duration::from_secs(180),
+        "the rescue",
+        |j| matches!(j.status, JobStatus::Completed | JobStatus::Failed),
+    )
+    .await;
     second.kill().unwrap();
     second.wait().unwrap();
     assert_eq!(done.status, JobStatus::Completed, "{:?}", done.job_response);

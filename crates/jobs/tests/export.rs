@@ -12,6 +12,7 @@ use common::{bucket, count, env, exec, Harness};
 use connectra_domain::job::JobStatus;
 use connectra_domain::vql::{parse_vql, Purpose};
 use connectra_domain::Service;
+use connectra_persistence::testing::eventually;
 use connectra_search::Document;
 use connectra_storage::{S3Config, Storage};
 use diesel_async::RunQueryDsl;
@@ -287,36 +288,26 @@ async fn an_export_that_loses_s3_midway_fails_and_leaves_no_object() {
         })
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let j = h.repo.get(job.uuid).await.unwrap().unwrap();
-        if j.rows_processed >= 100_000 {
-            break;
-        }
-        assert_ne!(
-            j.status,
-            JobStatus::Completed,
-            "the export finished before S3 could be cut"
-        );
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the export never got going: {j:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually(
+        Duration::from_secs(120),
+        "the export to get going",
+        || async {
+            let j = h.repo.get(job.uuid).await.unwrap().unwrap();
+            assert_ne!(
+                j.status,
+                JobStatus::Completed,
+                "the export finished before S3 could be cut"
+            );
+            if j.rows_processed >= 100_000 {
+                Ok(())
+            } else {
+                Err(format!("{j:?}"))
+            }
+        },
+    )
+    .await;
     cut.cancel();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
-    let failed = loop {
-        let j = h.repo.get(job.uuid).await.unwrap().unwrap();
-        if j.status == JobStatus::Failed || j.status == JobStatus::Completed {
-            break j;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the export did not fail: {j:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let failed = h.wait(&job).await;
     assert_eq!(
         failed.status,
         JobStatus::Failed,

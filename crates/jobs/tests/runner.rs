@@ -12,7 +12,7 @@ use connectra_jobs::{
     JobContext, JobResponse, Mode, Progress, Registry, RunReport, Runner, RunnerConfig,
 };
 use connectra_persistence::jobs::{CancelOutcome, Fence};
-use connectra_persistence::testing::TestDb;
+use connectra_persistence::testing::{eventually, TestDb};
 use connectra_persistence::{Job, JobRepo, PgPool};
 use diesel::sql_types::{BigInt, Integer, Text};
 use diesel_async::RunQueryDsl;
@@ -69,20 +69,29 @@ fn start(
     (stop, handle)
 }
 
-/// Polls until `done` or panics after `secs`.
+/// Polls until `done` or fails the test after `secs`.
 async fn wait_until<F, Fut>(secs: u64, what: &str, mut done: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    while !done().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(Duration::from_secs(secs), what, || {
+        let done = done();
+        async move {
+            done.await
+                .then_some(())
+                .ok_or_else(|| "not yet".to_string())
+        }
+    })
+    .await;
+}
+
+/// A runner of `mode` that runs whatever is due now and stops: its report
+/// tells what there was to run. How these tests show that nothing runs.
+async fn drain(db: &TestDb, registry: Registry, mode: Mode) -> RunReport {
+    Runner::new(JobRepo::new(db.pool()), registry, config(db, mode))
+        .run_until_idle()
+        .await
 }
 
 async fn get(repo: &JobRepo, job: &Job) -> Job {
@@ -259,14 +268,17 @@ async fn with_retry_count_0_a_failure_is_final_and_run_after_is_null() {
         get(&repo, &created).await.status == JobStatus::Failed
     })
     .await;
-    // give the retry runner every chance to (wrongly) pick it up
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop_all(runners).await;
+    // neither kind of runner finds anything left to run
+    for mode in [Mode::Retry, Mode::FirstTime] {
+        let report = drain(&db, flaky(5, pool.clone()), mode).await;
+        assert_eq!(report.claimed, 0, "{mode:?}: {report:?}");
+    }
     let failed = get(&repo, &created).await;
     assert_eq!(failed.status, JobStatus::Failed);
     assert_eq!(failed.attempts, 1);
     assert_eq!(failed.run_after, None);
     assert_eq!(count(&pool, "SELECT count(*) AS n FROM runs").await, 1);
-    stop_all(runners).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -283,7 +295,9 @@ async fn a_failed_job_is_not_retried_before_its_run_after() {
         get(&repo, &created).await.status == JobStatus::Failed
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // a retry runner finds nothing due
+    let report = drain(&db, flaky(1, pool.clone()), Mode::Retry).await;
+    assert_eq!(report.claimed, 0, "{report:?}");
     let waiting = get(&repo, &created).await;
     assert_eq!(waiting.status, JobStatus::Failed);
     assert_eq!(waiting.attempts, 1);
@@ -382,7 +396,11 @@ async fn cancel_a_running_job(cfg: impl Fn(&TestDb, Mode) -> RunnerConfig) {
         get(&repo, &created).await.status == JobStatus::Failed
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // neither kind of runner finds it to run again
+    for mode in [Mode::Retry, Mode::FirstTime] {
+        let report = drain(&db, sleeper(started.clone()), mode).await;
+        assert_eq!(report.claimed, 0, "{mode:?}: {report:?}");
+    }
     let cancelled = get(&repo, &created).await;
     assert_eq!(cancelled.status, JobStatus::Failed);
     assert_eq!(
@@ -817,4 +835,28 @@ async fn a_dropped_listen_connection_is_reopened_and_new_jobs_still_wake_the_run
     .await;
     stop.cancel();
     assert_eq!(h.await.unwrap().completed, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_until_idle_runs_what_is_due_waits_for_its_outcomes_and_stops() {
+    let db = TestDb::new().await;
+    let repo = JobRepo::new(db.pool());
+    let jobs: Vec<NewJob> = (0..30).map(|_| job("noop", json!({}), 0, 0)).collect();
+    repo.create_many(&jobs).await.unwrap();
+    let mut registry = Registry::new();
+    registry.register_fn("noop", |_ctx: JobContext| async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        Ok(JobResponse::default())
+    });
+    let mut cfg = config(&db, Mode::FirstTime);
+    cfg.queue_size = 8; // more jobs than the queue holds: several claims
+    cfg.ticker = Duration::from_secs(3600);
+    let report = Runner::new(JobRepo::new(db.pool()), registry.clone(), cfg)
+        .run_until_idle()
+        .await;
+    assert_eq!((report.claimed, report.completed), (30, 30), "{report:?}");
+    assert_eq!(statuses(&db.pool()).await, vec![JobStatus::Completed; 30]);
+    // and with nothing due, it stops at once having claimed nothing
+    let again = drain(&db, registry, Mode::FirstTime).await;
+    assert_eq!(again, RunReport::default());
 }

@@ -201,3 +201,50 @@ mod tests {
         );
     }
 }
+
+/// How often [`eventually`] looks again.
+const POLL_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// The one polling loop of the tests: calls `probe` until it returns `Ok`,
+/// and fails the test after `within`, naming `what` and the last `Err` it
+/// gave (say, the job as it was). A probe may also assert, to fail at once
+/// on a state that must never be seen.
+///
+/// Polling is for waiting on something to happen. To show that nothing
+/// happens, drain a runner instead (`Runner::run_until_idle`).
+pub async fn eventually<T, F, Fut>(within: std::time::Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match probe().await {
+            Ok(v) => return v,
+            Err(last) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out after {within:?} waiting for {what}; last seen: {last}"
+            ),
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+/// Waits until job `uuid` satisfies `done`; returns it as it was then.
+pub async fn job_until(
+    repo: &crate::JobRepo,
+    uuid: uuid::Uuid,
+    within: std::time::Duration,
+    what: &str,
+    done: impl Fn(&crate::Job) -> bool,
+) -> crate::Job {
+    eventually(within, what, || async {
+        match repo.get(uuid).await {
+            Ok(Some(job)) if done(&job) => Ok(job),
+            Ok(Some(job)) => Err(format!("{job:?}")),
+            Ok(None) => Err(format!("no job {uuid}")),
+            Err(e) => Err(format!("reading job {uuid} failed: {e}")),
+        }
+    })
+    .await
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 use connectra_domain::job::{JobStatus, NewJob};
 use connectra_jobs::builtin::{self, BuiltinDeps};
 use connectra_jobs::{Mode, Registry, RunReport, Runner, RunnerConfig};
-use connectra_persistence::testing::TestDb;
+use connectra_persistence::testing::{job_until, TestDb};
 use connectra_persistence::{Job, JobRepo, PgPool};
 use connectra_search::{OpenSearchBackend, PostgresBackend, SearchBackend};
 use connectra_storage::{S3Config, Storage};
@@ -148,18 +148,14 @@ impl Harness {
 
     /// Waits until `job` is completed or failed.
     pub async fn wait(&self, job: &Job) -> Job {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
-        loop {
-            let j = self.repo.get(job.uuid).await.unwrap().unwrap();
-            if j.status == JobStatus::Completed || j.status == JobStatus::Failed {
-                return j;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "job did not finish: {j:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        job_until(
+            &self.repo,
+            job.uuid,
+            Duration::from_secs(180),
+            "the job to finish",
+            |j| matches!(j.status, JobStatus::Completed | JobStatus::Failed),
+        )
+        .await
     }
 
     /// The content of an object in the test bucket.
