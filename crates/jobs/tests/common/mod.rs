@@ -47,6 +47,8 @@ pub struct Harness {
     pub escape_formulas: bool,
     /// `CSV_MAX_RECORD_BYTES` of the runner the harness starts.
     pub max_record_bytes: usize,
+    /// How the runner the harness starts behaves (lease, grace, stop timeout).
+    pub config: RunnerConfig,
     opensearch: Option<OpenSearchBackend>,
     runner: Option<(CancellationToken, JoinHandle<RunReport>)>,
 }
@@ -68,6 +70,8 @@ impl Harness {
             None => Arc::new(PostgresBackend::new(db.pool())),
         };
         search.ensure_indices().await.unwrap();
+        let mut config = RunnerConfig::new(Mode::FirstTime);
+        config.listen_url = Some(db.url().to_string());
         Self {
             db,
             repo,
@@ -76,6 +80,7 @@ impl Harness {
             prefix,
             escape_formulas: true,
             max_record_bytes: 1024 * 1024,
+            config,
             opensearch: os,
             runner: None,
         }
@@ -102,10 +107,8 @@ impl Harness {
                 escape_formulas: self.escape_formulas,
             },
         );
-        let mut cfg = RunnerConfig::new(Mode::FirstTime);
-        cfg.listen_url = Some(self.db.url().to_string());
         let stop = CancellationToken::new();
-        let runner = Runner::new(self.repo.clone(), registry, cfg);
+        let runner = Runner::new(self.repo.clone(), registry, self.config.clone());
         self.runner = Some((stop.clone(), tokio::spawn(runner.run(stop))));
     }
 
@@ -172,11 +175,19 @@ impl Harness {
         self.db.pool()
     }
 
-    pub async fn stop(mut self) {
-        if let Some((stop, h)) = self.runner.take() {
-            stop.cancel();
-            h.await.unwrap();
+    /// Shuts the runner down; returns its report (the default if none ran).
+    pub async fn stop_runner(&mut self) -> RunReport {
+        match self.runner.take() {
+            Some((stop, h)) => {
+                stop.cancel();
+                h.await.unwrap()
+            }
+            None => RunReport::default(),
         }
+    }
+
+    pub async fn stop(mut self) {
+        self.stop_runner().await;
         if let Some(os) = self.opensearch.take() {
             os.delete_indices().await.unwrap();
         }
