@@ -3,6 +3,7 @@
 mod body;
 mod error;
 mod query;
+mod serve;
 
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 pub use error::ApiError;
+pub use serve::{migrate, serve, Listen, ServeError};
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
