@@ -3,6 +3,7 @@
 mod body;
 mod error;
 mod query;
+mod serve;
 
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 pub use error::ApiError;
+pub use serve::{migrate, serve, Listen, ServeError};
 
 /// What the handlers share.
 #[derive(Debug, Clone)]

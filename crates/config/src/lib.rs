@@ -29,7 +29,8 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// Every setting, with its default. Field names are the lower-cased variables.
+/// Every setting. Field names are the lower-cased variables; the defaults are
+/// in [`defaults`].
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
     pub database_url: Secret,
@@ -73,42 +74,102 @@ pub struct Settings {
     pub export_escape_formulas: bool,
 }
 
+/// The default of every setting that has one, and of the runner knobs that
+/// are not settings: the one home of these values. [`Settings::load`] falls
+/// back to them, and so does `connectra_jobs::RunnerConfig::new`.
+pub mod defaults {
+    use std::time::Duration;
+
+    pub const DATABASE_POOL_SIZE: usize = 16;
+    pub const DATABASE_STATEMENT_TIMEOUT_SECONDS: u64 = 30;
+    pub const HTTP_ADDR: &str = "127.0.0.1:8080";
+    pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+    /// The first-time runner's concurrent handlers.
+    pub const PARALLEL_JOBS: usize = 4;
+    /// The retry runner's concurrent handlers: one, as the guide says (not a
+    /// setting).
+    pub const RETRY_RUNNER_WORKERS: usize = 1;
+    pub const BATCH_SIZE_FOR_INSERTION: usize = 500;
+    pub const CSV_MAX_RECORD_BYTES: usize = 1024 * 1024;
+    pub const TICKER_INTERVAL_MINUTES: u64 = 5;
+    /// [`TICKER_INTERVAL_MINUTES`] as a duration.
+    pub const TICKER_INTERVAL: Duration = Duration::from_secs(TICKER_INTERVAL_MINUTES * 60);
+    pub const JOB_IN_QUEUE_SIZE: usize = 100;
+    pub const SHUTDOWN_GRACE_SECONDS: u64 = 30;
+    /// [`SHUTDOWN_GRACE_SECONDS`] as a duration.
+    pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(SHUTDOWN_GRACE_SECONDS);
+    pub const RETRY_INTERVAL_SECONDS: i32 = 30;
+    pub const JOB_LEASE_SECONDS: u64 = 30;
+    /// [`JOB_LEASE_SECONDS`] as a duration.
+    pub const JOB_LEASE: Duration = Duration::from_secs(JOB_LEASE_SECONDS);
+    pub const JOB_MAX_RESCUES: i32 = 3;
+    pub const RUN_JOBS_IN_PROCESS: bool = false;
+    pub const S3_REGION: &str = "us-east-1";
+    pub const S3_PATH_STYLE: bool = true;
+    /// The export prefix when neither spelling of the variable is set.
+    pub const S3_UPLOAD_FILE_PATH_PREFIX: &str = "uploads";
+    pub const OPENSEARCH_INDEX_PREFIX: &str = "connectra";
+    pub const EXPORT_ESCAPE_FORMULAS: bool = true;
+}
+
 const LIST_KEYS: [&str; 2] = ["api_keys", "s3_allowed_buckets"];
 
 impl Settings {
-    /// Loads defaults, then the optional file, then the process environment.
+    /// Loads [`defaults`], then the optional TOML file (`CONNECTRA_CONFIG`,
+    /// else `connectra.toml` if present), then the process environment.
     pub fn load() -> Result<Self, ConfigError> {
         let file = std::env::var("CONNECTRA_CONFIG").ok();
         Self::load_from(file.as_deref(), Environment::default())
     }
 
-    /// Loads from the given sources; tests pass a custom `Environment`.
+    /// Loads from the given sources; tests pass a custom `Environment`. The
+    /// file's format follows its extension (`.toml`); keys are the
+    /// lower-cased variables, lists are arrays.
     pub fn load_from(file: Option<&str>, env: Environment) -> Result<Self, ConfigError> {
         let mut env = env.try_parsing(true).list_separator(",");
         for key in LIST_KEYS {
             env = env.with_list_parse_key(key);
         }
         let built = Config::builder()
-            .set_default("database_pool_size", 16)
-            .and_then(|b| b.set_default("database_statement_timeout_seconds", 30))
+            .set_default("database_pool_size", defaults::DATABASE_POOL_SIZE as u64)
+            .and_then(|b| {
+                b.set_default(
+                    "database_statement_timeout_seconds",
+                    defaults::DATABASE_STATEMENT_TIMEOUT_SECONDS,
+                )
+            })
             .and_then(|b| b.set_default("api_keys", Vec::<String>::new()))
-            .and_then(|b| b.set_default("http_addr", "127.0.0.1:8080"))
-            .and_then(|b| b.set_default("max_body_bytes", 1024 * 1024))
-            .and_then(|b| b.set_default("parallel_jobs", 4))
-            .and_then(|b| b.set_default("batch_size_for_insertion", 500))
-            .and_then(|b| b.set_default("csv_max_record_bytes", 1024 * 1024))
-            .and_then(|b| b.set_default("ticker_interval_minutes", 5))
-            .and_then(|b| b.set_default("job_in_queue_size", 100))
-            .and_then(|b| b.set_default("shutdown_grace_seconds", 30))
-            .and_then(|b| b.set_default("retry_interval_seconds", 30))
-            .and_then(|b| b.set_default("job_lease_seconds", 30))
-            .and_then(|b| b.set_default("job_max_rescues", 3))
-            .and_then(|b| b.set_default("run_jobs_in_process", false))
-            .and_then(|b| b.set_default("s3_region", "us-east-1"))
-            .and_then(|b| b.set_default("s3_path_style", true))
+            .and_then(|b| b.set_default("http_addr", defaults::HTTP_ADDR))
+            .and_then(|b| b.set_default("max_body_bytes", defaults::MAX_BODY_BYTES as u64))
+            .and_then(|b| b.set_default("parallel_jobs", defaults::PARALLEL_JOBS as u64))
+            .and_then(|b| {
+                b.set_default(
+                    "batch_size_for_insertion",
+                    defaults::BATCH_SIZE_FOR_INSERTION as u64,
+                )
+            })
+            .and_then(|b| {
+                b.set_default(
+                    "csv_max_record_bytes",
+                    defaults::CSV_MAX_RECORD_BYTES as u64,
+                )
+            })
+            .and_then(|b| {
+                b.set_default("ticker_interval_minutes", defaults::TICKER_INTERVAL_MINUTES)
+            })
+            .and_then(|b| b.set_default("job_in_queue_size", defaults::JOB_IN_QUEUE_SIZE as u64))
+            .and_then(|b| b.set_default("shutdown_grace_seconds", defaults::SHUTDOWN_GRACE_SECONDS))
+            .and_then(|b| b.set_default("retry_interval_seconds", defaults::RETRY_INTERVAL_SECONDS))
+            .and_then(|b| b.set_default("job_lease_seconds", defaults::JOB_LEASE_SECONDS))
+            .and_then(|b| b.set_default("job_max_rescues", defaults::JOB_MAX_RESCUES))
+            .and_then(|b| b.set_default("run_jobs_in_process", defaults::RUN_JOBS_IN_PROCESS))
+            .and_then(|b| b.set_default("s3_region", defaults::S3_REGION))
+            .and_then(|b| b.set_default("s3_path_style", defaults::S3_PATH_STYLE))
             .and_then(|b| b.set_default("s3_allowed_buckets", Vec::<String>::new()))
-            .and_then(|b| b.set_default("export_escape_formulas", true))
-            .and_then(|b| b.set_default("opensearch_index_prefix", "connectra"))
+            .and_then(|b| b.set_default("export_escape_formulas", defaults::EXPORT_ESCAPE_FORMULAS))
+            .and_then(|b| {
+                b.set_default("opensearch_index_prefix", defaults::OPENSEARCH_INDEX_PREFIX)
+            })
             .map_err(|e| ConfigError(e.to_string()))?
             .add_source(File::with_name(file.unwrap_or("connectra.toml")).required(file.is_some()))
             .add_source(env)
@@ -187,7 +248,7 @@ impl Settings {
         self.s3_upload_file_path_prifix
             .as_deref()
             .or(self.s3_upload_file_path_prefix.as_deref())
-            .unwrap_or("uploads")
+            .unwrap_or(defaults::S3_UPLOAD_FILE_PATH_PREFIX)
     }
 
     /// The ticker: `TICKER_INTERVAL_SECONDS` when set, else `TICKER_INTERVAL_MINUTES`.
@@ -272,6 +333,76 @@ mod tests {
         assert_eq!(s.s3_upload_file_path_prefix(), "uploads");
         assert_eq!(s.http_addr.to_string(), "127.0.0.1:8080");
         assert!(s.api_keys.is_empty());
+    }
+
+    #[test]
+    fn unset_settings_take_the_named_defaults() {
+        let s = Settings::load_from(None, env(&[DB])).unwrap();
+        assert_eq!(s.database_pool_size, defaults::DATABASE_POOL_SIZE);
+        assert_eq!(s.parallel_jobs, defaults::PARALLEL_JOBS);
+        assert_eq!(s.job_in_queue_size, defaults::JOB_IN_QUEUE_SIZE);
+        assert_eq!(s.ticker_interval(), defaults::TICKER_INTERVAL);
+        assert_eq!(s.job_lease(), defaults::JOB_LEASE);
+        assert_eq!(s.shutdown_grace(), defaults::SHUTDOWN_GRACE);
+        assert_eq!(s.job_max_rescues, defaults::JOB_MAX_RESCUES);
+        assert_eq!(s.retry_interval_seconds, defaults::RETRY_INTERVAL_SECONDS);
+        assert_eq!(s.http_addr.to_string(), defaults::HTTP_ADDR);
+        assert_eq!(s.s3_region, defaults::S3_REGION);
+        assert_eq!(s.opensearch_index_prefix, defaults::OPENSEARCH_INDEX_PREFIX);
+    }
+
+    /// A file of its own under the temporary directory, removed on drop.
+    struct TempFile(std::path::PathBuf);
+
+    impl TempFile {
+        fn new(name: &str, text: &str) -> Self {
+            let path = std::env::temp_dir()
+                .join(format!("connectra-config-{}-{name}", std::process::id()));
+            std::fs::write(&path, text).unwrap();
+            Self(path)
+        }
+
+        fn path(&self) -> &str {
+            self.0.to_str().unwrap()
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn a_toml_file_is_loaded_and_the_environment_overrides_it() {
+        let file = TempFile::new(
+            "settings.toml",
+            r#"
+database_url = "postgres://file@127.0.0.1:5433/db"
+api_keys = ["k1", "k2"]
+http_addr = "127.0.0.1:9999"
+parallel_jobs = 2
+s3_bucket = "from-file"
+"#,
+        );
+        let s = Settings::load_from(Some(file.path()), env(&[("PARALLEL_JOBS", "3")])).unwrap();
+        assert_eq!(s.database_url.expose(), "postgres://file@127.0.0.1:5433/db");
+        let keys: Vec<&str> = s.api_keys.iter().map(Secret::expose).collect();
+        assert_eq!(keys, ["k1", "k2"]);
+        assert_eq!(s.http_addr.to_string(), "127.0.0.1:9999");
+        assert_eq!(s.parallel_jobs, 3, "the environment wins over the file");
+        assert_eq!(s.s3_allowed_buckets, ["from-file"]);
+        assert_eq!(
+            s.batch_size_for_insertion,
+            defaults::BATCH_SIZE_FOR_INSERTION
+        );
+        s.validate_for_api().unwrap();
+
+        let bad = TempFile::new("bad.toml", "parallel_jobs = \"many\"\n");
+        let e = Settings::load_from(Some(bad.path()), env(&[DB])).unwrap_err();
+        assert!(e.to_string().contains("PARALLEL_JOBS"), "{e}");
+        let e = Settings::load_from(Some("/nonexistent/connectra.toml"), env(&[DB])).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/connectra.toml"), "{e}");
     }
 
     #[test]

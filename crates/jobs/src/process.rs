@@ -1,10 +1,37 @@
-//! What every runner process does the same way: tracing, signals, and the
-//! mapping from `Settings` to a runner's configuration.
+//! What every runner process does the same way: tracing, signals, the
+//! mapping from `Settings` to a runner's configuration, and (with the
+//! `builtin` feature) a runner binary's whole life, [`run_runner`].
 
-use connectra_config::Settings;
+use connectra_config::{defaults, Settings};
+use connectra_persistence::{build_pool_with_statement_timeout, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use crate::{Mode, RunnerConfig};
+
+/// Why a process could not start: a setting its resources reject. Each
+/// variant names the variables to look at; the source says what failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SetupError {
+    #[error("DATABASE_URL / DATABASE_POOL_SIZE: cannot build the database pool")]
+    Pool(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[cfg(feature = "builtin")]
+    #[error("S3_BUCKET is invalid")]
+    Bucket(#[source] connectra_storage::StorageError),
+    #[cfg(feature = "builtin")]
+    #[error("S3_ENDPOINT / S3_REGION / S3_ACCESS_KEY_ID / S3_SECRET_ACCESS_KEY")]
+    Storage(#[source] connectra_storage::StorageError),
+    #[cfg(feature = "builtin")]
+    #[error("OPENSEARCH_URL")]
+    SearchUrl(#[source] connectra_search::SearchError),
+    #[cfg(feature = "builtin")]
+    #[error("preparing the {backend} search indices")]
+    SearchIndices {
+        backend: &'static str,
+        #[source]
+        source: connectra_search::SearchError,
+    },
+}
 
 /// Structured logs to stderr, filtered by `RUST_LOG` (default `info`).
 pub fn init_tracing() {
@@ -31,6 +58,34 @@ pub fn shutdown_on_signal() -> std::io::Result<CancellationToken> {
     Ok(token)
 }
 
+/// The pool of a process as `Settings` describe it: `DATABASE_URL`,
+/// `DATABASE_POOL_SIZE` and `DATABASE_STATEMENT_TIMEOUT_SECONDS`.
+pub fn pool_from_settings(settings: &Settings) -> Result<PgPool, SetupError> {
+    build_pool_with_statement_timeout(
+        settings.database_url.expose(),
+        settings.database_pool_size,
+        settings.statement_timeout(),
+    )
+    .map_err(|e| SetupError::Pool(Box::new(e)))
+}
+
+/// A runner binary's whole life (`job-runner`, `retry-runner`): the pool,
+/// the built-in handlers (see [`crate::builtin::registry_from_settings`]),
+/// and the runner of `mode` until `shutdown` is cancelled and it has
+/// stopped.
+#[cfg(feature = "builtin")]
+pub async fn run_runner(
+    settings: &Settings,
+    mode: Mode,
+    shutdown: CancellationToken,
+) -> Result<crate::RunReport, SetupError> {
+    let config = RunnerConfig::from_settings(settings, mode);
+    let pool = pool_from_settings(settings)?;
+    let registry = crate::builtin::registry_from_settings(settings, pool.clone()).await?;
+    let runner = crate::Runner::new(connectra_persistence::JobRepo::new(pool), registry, config);
+    Ok(runner.run(shutdown).await)
+}
+
 impl RunnerConfig {
     /// The runner of `mode` as `Settings` describe it. The retry runner has
     /// one worker, as the guide says.
@@ -38,7 +93,7 @@ impl RunnerConfig {
         let mut c = Self::new(mode);
         c.workers = match mode {
             Mode::FirstTime => settings.parallel_jobs,
-            Mode::Retry => 1,
+            Mode::Retry => defaults::RETRY_RUNNER_WORKERS,
         };
         c.queue_size = settings.job_in_queue_size;
         c.ticker = settings.ticker_interval();

@@ -12,6 +12,7 @@ use connectra_domain::job::{EXPORT_CSV_FILE, INSERT_CSV_FILE};
 use connectra_search::SearchBackend;
 use connectra_storage::Storage;
 
+use crate::process::SetupError;
 use crate::Registry;
 
 /// What the built-in handlers need.
@@ -58,7 +59,7 @@ pub fn register(registry: &mut Registry, deps: BuiltinDeps) {
 /// would only answer "broken pipe".
 pub fn storage_from_settings(
     settings: &connectra_config::Settings,
-) -> anyhow::Result<Option<(Storage, String)>> {
+) -> Result<Option<(Storage, String)>, SetupError> {
     let Some(bucket) = settings
         .s3_bucket
         .as_deref()
@@ -67,7 +68,7 @@ pub fn storage_from_settings(
     else {
         return Ok(None);
     };
-    Storage::validate_bucket_name(bucket).map_err(|e| anyhow::anyhow!("S3_BUCKET: {e}"))?;
+    Storage::validate_bucket_name(bucket).map_err(SetupError::Bucket)?;
     let storage = Storage::new(&connectra_storage::S3Config {
         endpoint: settings.s3_endpoint.clone(),
         region: settings.s3_region.clone(),
@@ -81,9 +82,7 @@ pub fn storage_from_settings(
             .map(|s| s.expose().to_string()),
         path_style: settings.s3_path_style,
     })
-    .map_err(|e| {
-        anyhow::anyhow!("S3_ENDPOINT / S3_REGION / S3_ACCESS_KEY_ID / S3_SECRET_ACCESS_KEY: {e}")
-    })?;
+    .map_err(SetupError::Storage)?;
     Ok(Some((storage, bucket.to_string())))
 }
 
@@ -95,12 +94,11 @@ pub fn storage_from_settings(
 pub async fn search_from_settings(
     settings: &connectra_config::Settings,
     pool: connectra_persistence::PgPool,
-) -> anyhow::Result<Arc<dyn SearchBackend>> {
-    use anyhow::Context;
+) -> Result<Arc<dyn SearchBackend>, SetupError> {
     let search: Arc<dyn SearchBackend> = match &settings.opensearch_url {
         Some(url) => Arc::new(
             connectra_search::OpenSearchBackend::new(url)
-                .context("OPENSEARCH_URL")?
+                .map_err(SetupError::SearchUrl)?
                 .with_index_prefix(&settings.opensearch_index_prefix),
         ),
         None => Arc::new(connectra_search::PostgresBackend::new(pool)),
@@ -109,9 +107,11 @@ pub async fn search_from_settings(
         Ok(()) => {}
         Err(e) if e.is_unavailable() => tracing::warn!(error = %e,
             "the search backend does not answer yet; starting anyway, its indices are created when it does"),
-        Err(e) => {
-            return Err(anyhow::Error::from(e)
-                .context(format!("preparing the {} search indices", search.name())))
+        Err(source) => {
+            return Err(SetupError::SearchIndices {
+                backend: search.name(),
+                source,
+            })
         }
     }
     Ok(search)
@@ -145,7 +145,7 @@ impl BuiltinDeps {
 pub async fn registry_from_settings(
     settings: &connectra_config::Settings,
     pool: connectra_persistence::PgPool,
-) -> anyhow::Result<Registry> {
+) -> Result<Registry, SetupError> {
     let mut registry = Registry::new();
     match storage_from_settings(settings)? {
         Some((storage, bucket)) => {
