@@ -7,11 +7,11 @@ mod common;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use connectra_api::{serve, ServeError};
 use connectra_config::Settings;
-use connectra_persistence::testing::TestDb;
+use connectra_persistence::testing::{eventually, TestDb};
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -110,22 +110,18 @@ impl Server {
     /// Waits (at most 60 s) until `GET /health` answers: `serve` migrates
     /// before it serves, so the port may queue connections for a while.
     async fn ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
+        eventually(Duration::from_secs(60), "the server to answer", || async {
             let answer = reqwest::Client::new()
                 .get(format!("{}/health", self.base))
                 .send()
                 .await;
-            if matches!(&answer, Ok(r) if r.status().as_u16() == 200) {
-                return;
-            }
             assert!(!self.task.is_finished(), "serve stopped before it served");
-            assert!(
-                Instant::now() < deadline,
-                "the server never answered: {answer:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            match &answer {
+                Ok(r) if r.status().as_u16() == 200 => Ok(()),
+                _ => Err(format!("{answer:?}")),
+            }
+        })
+        .await;
     }
 }
 
@@ -146,17 +142,17 @@ fn missing_import() -> Value {
 /// The job's status, polled over HTTP until it is not `open`, `in_queue` or
 /// `processing` (at most 60 s).
 async fn settled_status(server: &Server, uuid: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    eventually(Duration::from_secs(60), "the job to settle", || async {
         let (code, body) = server.get(&format!("/common/jobs/{uuid}")).await;
         assert_eq!(code, 200, "{body}");
         let status = body["data"]["status"].as_str().unwrap().to_string();
-        if !["open", "in_queue", "processing"].contains(&status.as_str()) {
-            return status;
+        if ["open", "in_queue", "processing"].contains(&status.as_str()) {
+            Err(format!("job {uuid} is {status}"))
+        } else {
+            Ok(status)
         }
-        assert!(Instant::now() < deadline, "job {uuid} stayed {status}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -78,20 +78,24 @@ pub struct RunnerConfig {
 }
 
 impl RunnerConfig {
-    /// Defaults of the guide, for the given mode.
+    /// The defaults (`connectra_config::defaults`, the one home of every
+    /// setting's default), for the given mode, without `LISTEN`.
     pub fn new(mode: Mode) -> Self {
+        use connectra_config::defaults;
         Self {
             mode,
             workers: match mode {
-                Mode::FirstTime => 4,
-                Mode::Retry => 1,
+                Mode::FirstTime => defaults::PARALLEL_JOBS,
+                Mode::Retry => defaults::RETRY_RUNNER_WORKERS,
             },
-            queue_size: 100,
-            ticker: Duration::from_secs(300),
-            lease: Duration::from_secs(30),
-            shutdown_grace: Duration::from_secs(30),
+            queue_size: defaults::JOB_IN_QUEUE_SIZE,
+            ticker: defaults::TICKER_INTERVAL,
+            lease: defaults::JOB_LEASE,
+            shutdown_grace: defaults::SHUTDOWN_GRACE,
+            // not a setting: how long a stopped handler may take to reach
+            // its next batch boundary
             stop_timeout: Duration::from_secs(30),
-            max_rescues: 3,
+            max_rescues: defaults::JOB_MAX_RESCUES,
             listen_url: None,
         }
     }
