@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use crate::catalogue::{self, FieldDef, FieldKind};
 use crate::limits::{self, quote_cell, MAX_FILTER_VALUE_BYTES, MAX_KEYWORD_BYTES};
+use crate::list::split_list;
 use crate::service::Service;
 
 /// The namespace of record uuids derived from natural keys (UUIDv5).
@@ -45,13 +46,100 @@ pub fn filter_fields(service: Service) -> &'static [&'static str] {
     }
 }
 
-/// The columns an import writes for `service`, in catalogue order: `uuid`
-/// first, `extra` last; `id`, `created_at` and `updated_at` are the database's.
-pub fn import_columns(service: Service) -> Vec<&'static FieldDef> {
-    catalogue::fields(service)
-        .iter()
-        .filter(|f| !SYSTEM_COLUMNS.contains(&f.name))
-        .collect()
+/// The columns an import writes for `service`: see [`ImportColumns`].
+pub fn import_columns(service: Service) -> ImportColumns {
+    ImportColumns::new(service)
+}
+
+/// The columns an import writes for one service, in catalogue order: `uuid`
+/// first, `extra` last; `id`, `created_at` and `updated_at` are the
+/// database's. A [`Row`]'s cells follow these columns, one cell a column,
+/// and this is the one place that knows where its `uuid` and `extra` cells
+/// are: code finds every other cell by its field's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportColumns {
+    fields: Vec<&'static FieldDef>,
+}
+
+impl ImportColumns {
+    /// The `uuid` cell's place: the catalogue's first field after `id`.
+    const UUID: usize = 0;
+
+    pub fn new(service: Service) -> Self {
+        Self {
+            fields: catalogue::fields(service)
+                .iter()
+                .filter(|f| !SYSTEM_COLUMNS.contains(&f.name))
+                .collect(),
+        }
+    }
+
+    /// The columns, in order.
+    pub fn fields(&self) -> &[&'static FieldDef] {
+        &self.fields
+    }
+
+    /// The columns, in order.
+    pub fn iter(&self) -> std::slice::Iter<'_, &'static FieldDef> {
+        self.fields.iter()
+    }
+
+    /// How many columns (and so cells a row) there are.
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// Whether there are no columns (never, for a catalogue service).
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    /// The place of the column called `name`, if there is one.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.fields.iter().position(|f| f.name == name)
+    }
+
+    /// The place of the `uuid` cell: the first.
+    pub fn uuid_cell(&self) -> usize {
+        Self::UUID
+    }
+
+    /// The place of the `extra` cell: the last.
+    pub fn extra_cell(&self) -> usize {
+        self.fields.len().saturating_sub(1)
+    }
+
+    /// A row's cells, all empty.
+    pub fn empty_cells(&self) -> Vec<Option<Cell>> {
+        vec![None; self.fields.len()]
+    }
+
+    /// The record of `uuid` with `cells` (which follow these columns); its
+    /// uuid cell is set to `uuid`.
+    pub fn row(&self, uuid: Uuid, mut cells: Vec<Option<Cell>>) -> Row {
+        if let Some(slot) = cells.get_mut(Self::UUID) {
+            *slot = Some(Cell::Uuid(uuid));
+        }
+        Row { uuid, cells }
+    }
+
+    /// The uuid that `cells` (which follow these columns) hold in their
+    /// uuid cell, if any.
+    pub fn uuid_of(&self, cells: &[Option<Cell>]) -> Option<Uuid> {
+        match cells.get(Self::UUID) {
+            Some(Some(Cell::Uuid(u))) => Some(*u),
+            _ => None,
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a ImportColumns {
+    type Item = &'a &'static FieldDef;
+    type IntoIter = std::slice::Iter<'a, &'static FieldDef>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.fields.iter()
+    }
 }
 
 /// A typed cell value.
@@ -65,7 +153,8 @@ pub enum Cell {
     Json(Box<Map<String, Value>>),
 }
 
-/// One record to upsert: `cells` follow [`import_columns`]; `None` is an empty
+/// One record to upsert: `cells` follow its service's [`ImportColumns`]
+/// (which also make rows, with [`ImportColumns::row`]); `None` is an empty
 /// cell, which leaves the stored value alone.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
@@ -123,17 +212,6 @@ pub fn infer_service(headers: &[String]) -> Service {
     }
 }
 
-/// Splits a list cell on `;` when one is present, otherwise on `,`; parts are
-/// trimmed and empty parts dropped.
-pub fn split_list(cell: &str) -> Vec<String> {
-    let sep = if cell.contains(';') { ';' } else { ',' };
-    cell.split(sep)
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(String::from)
-        .collect()
-}
-
 /// The lower-cased host of a website, without `www.`: `https://WWW.Acme.io/x` → `acme.io`.
 pub fn domain_of(website: &str) -> Option<String> {
     let w = website.trim();
@@ -173,8 +251,8 @@ pub struct HeaderPlan {
     pub service: Service,
     pub headers: Vec<String>,
     targets: Vec<Target>,
-    columns: Vec<&'static FieldDef>,
-    company_columns: Vec<&'static FieldDef>,
+    columns: ImportColumns,
+    company_columns: ImportColumns,
     has_company: bool,
 }
 
@@ -214,16 +292,13 @@ impl HeaderPlan {
                 Target::Ignored
             } else if h == "extra" {
                 Target::Extra
-            } else if let Some(pos) = columns.iter().position(|f| f.name == h) {
+            } else if let Some(pos) = columns.position(h) {
                 Target::Field(pos)
             } else if let Some(pos) = h
                 .strip_prefix("company_")
                 .filter(|_| service == Service::Contact)
-                .and_then(|name| {
-                    company_columns
-                        .iter()
-                        .position(|f| f.name == name && f.name != "extra")
-                })
+                .filter(|&name| name != "extra")
+                .and_then(|name| company_columns.position(name))
             {
                 Target::CompanyField(pos)
             } else {
@@ -254,7 +329,7 @@ impl HeaderPlan {
 
     /// The import columns of this file's service.
     pub fn columns(&self) -> &[&'static FieldDef] {
-        &self.columns
+        self.columns.fields()
     }
 
     /// Number of fields every row must have.
@@ -274,9 +349,9 @@ impl HeaderPlan {
                 fields.len()
             ));
         }
-        let mut cells: Vec<Option<Cell>> = vec![None; self.columns.len()];
+        let mut cells = self.columns.empty_cells();
         let mut company: Vec<Option<Cell>> = if self.has_company {
-            vec![None; self.company_columns.len()]
+            self.company_columns.empty_cells()
         } else {
             Vec::new()
         };
@@ -299,18 +374,20 @@ impl HeaderPlan {
             }
             match *target {
                 Target::Field(i) => {
-                    cells[i] = parse_or_note_uuid(self.columns[i], header, text, &mut bad_uuid)?
+                    cells[i] =
+                        parse_or_note_uuid(self.columns.fields()[i], header, text, &mut bad_uuid)?
                 }
                 Target::CompanyField(i) => {
                     company[i] = parse_or_note_uuid(
-                        self.company_columns[i],
+                        self.company_columns.fields()[i],
                         header,
                         text,
                         &mut bad_company_uuid,
                     )?
                 }
                 Target::Extra => {
-                    match parse_cell(self.columns[extra_pos(&self.columns)], header, text)? {
+                    let field = self.columns.fields()[self.columns.extra_cell()];
+                    match parse_cell(field, header, text)? {
                         Cell::Json(m) => extra.extend(*m),
                         _ => return Err("column 'extra' must hold a JSON object".into()),
                     }
@@ -336,14 +413,18 @@ impl HeaderPlan {
             None
         };
         if !extra.is_empty() {
-            match &mut cells[extra_pos(&self.columns)] {
+            match &mut cells[self.columns.extra_cell()] {
                 Some(Cell::Json(m)) => m.extend(extra),
                 slot => *slot = Some(Cell::Json(Box::new(extra))),
             }
         }
         let record = match self.service {
             Service::Company => finish_company(&self.columns, cells, false),
-            Service::Contact => finish_contact(&self.columns, cells, company.as_ref()),
+            Service::Contact => finish_contact(
+                &self.columns,
+                cells,
+                company.as_ref().map(|c| (&self.company_columns, c)),
+            ),
         }
         .map_err(|e| naming_bad_uuid(e, bad_uuid))?;
         Ok(ParsedLine {
@@ -355,13 +436,12 @@ impl HeaderPlan {
     }
 }
 
-/// Where `extra` is among a service's import columns (the last one).
-fn extra_pos(columns: &[&FieldDef]) -> usize {
-    columns.len() - 1
-}
-
 /// Whether a filter field of `service` holds a value too long for `filters_data`.
-fn has_long_filter_value(service: Service, columns: &[&FieldDef], cells: &[Option<Cell>]) -> bool {
+fn has_long_filter_value(
+    service: Service,
+    columns: &ImportColumns,
+    cells: &[Option<Cell>],
+) -> bool {
     let long = |s: &String| s.len() > MAX_FILTER_VALUE_BYTES;
     columns.iter().zip(cells).any(|(f, cell)| {
         filter_fields(service).contains(&f.name)
@@ -465,17 +545,16 @@ fn parse_cell(field: &FieldDef, header: &str, text: &str) -> Result<Cell, String
     })
 }
 
-fn text_of<'a>(columns: &[&FieldDef], cells: &'a [Option<Cell>], name: &str) -> Option<&'a str> {
-    let i = columns.iter().position(|f| f.name == name)?;
-    match &cells[i] {
+fn text_of<'a>(columns: &ImportColumns, cells: &'a [Option<Cell>], name: &str) -> Option<&'a str> {
+    match cells.get(columns.position(name)?)? {
         Some(Cell::Text(s)) => Some(s.as_str()),
         _ => None,
     }
 }
 
-fn set(columns: &[&FieldDef], cells: &mut [Option<Cell>], name: &str, cell: Cell) {
-    if let Some(i) = columns.iter().position(|f| f.name == name) {
-        cells[i] = Some(cell);
+fn set(columns: &ImportColumns, cells: &mut [Option<Cell>], name: &str, cell: Cell) {
+    if let Some(slot) = columns.position(name).and_then(|i| cells.get_mut(i)) {
+        *slot = Some(cell);
     }
 }
 
@@ -484,7 +563,7 @@ fn v5(kind: &str, key: &str) -> Uuid {
 }
 
 /// The company's natural key: its domain, or failing that its lower-cased name.
-fn company_key(columns: &[&FieldDef], cells: &[Option<Cell>]) -> Option<String> {
+fn company_key(columns: &ImportColumns, cells: &[Option<Cell>]) -> Option<String> {
     text_of(columns, cells, "domain")
         .map(|d| format!("domain:{d}"))
         .or_else(|| {
@@ -492,15 +571,8 @@ fn company_key(columns: &[&FieldDef], cells: &[Option<Cell>]) -> Option<String> 
         })
 }
 
-fn explicit_uuid(cells: &[Option<Cell>]) -> Option<Uuid> {
-    match cells.first() {
-        Some(Some(Cell::Uuid(u))) => Some(*u),
-        _ => None,
-    }
-}
-
 fn finish_company(
-    columns: &[&FieldDef],
+    columns: &ImportColumns,
     mut cells: Vec<Option<Cell>>,
     from_contact: bool,
 ) -> Result<Row, String> {
@@ -509,7 +581,7 @@ fn finish_company(
             set(columns, &mut cells, "domain", Cell::Text(d));
         }
     }
-    let uuid = match explicit_uuid(&cells) {
+    let uuid = match columns.uuid_of(&cells) {
         Some(u) => u,
         None => {
             let key = company_key(columns, &cells).ok_or_else(|| {
@@ -522,29 +594,26 @@ fn finish_company(
             v5("company", &key)
         }
     };
-    cells[0] = Some(Cell::Uuid(uuid));
-    Ok(Row { uuid, cells })
+    Ok(columns.row(uuid, cells))
 }
 
+/// `company`: the contact's company, with the columns its cells follow.
 fn finish_contact(
-    columns: &[&FieldDef],
+    columns: &ImportColumns,
     mut cells: Vec<Option<Cell>>,
-    company: Option<&Row>,
+    company: Option<(&ImportColumns, &Row)>,
 ) -> Result<Row, String> {
-    if let Some(c) = company {
+    if let Some((_, c)) = company {
         if text_of(columns, &cells, "company_id").is_none()
             && !matches!(
-                columns
-                    .iter()
-                    .position(|f| f.name == "company_id")
-                    .map(|i| &cells[i]),
+                columns.position("company_id").and_then(|i| cells.get(i)),
                 Some(Some(Cell::Uuid(_)))
             )
         {
             set(columns, &mut cells, "company_id", Cell::Uuid(c.uuid));
         }
     }
-    let uuid = match explicit_uuid(&cells) {
+    let uuid = match columns.uuid_of(&cells) {
         Some(u) => u,
         None => {
             if let Some(email) = text_of(columns, &cells, "email") {
@@ -556,10 +625,7 @@ fn finish_contact(
                     return Err("cannot identify the contact: no uuid, email or name".into());
                 }
                 let company = company
-                    .and_then(|c| {
-                        let cols = import_columns(Service::Company);
-                        company_key(&cols, &c.cells)
-                    })
+                    .and_then(|(cols, c)| company_key(cols, &c.cells))
                     .unwrap_or_default();
                 v5(
                     "contact",
@@ -572,8 +638,7 @@ fn finish_contact(
             }
         }
     };
-    cells[0] = Some(Cell::Uuid(uuid));
-    Ok(Row { uuid, cells })
+    Ok(columns.row(uuid, cells))
 }
 
 #[cfg(test)]
@@ -614,10 +679,22 @@ mod tests {
     }
 
     #[test]
-    fn lists_split_on_semicolons_first_then_commas() {
-        assert_eq!(split_list("a; b,c ;; "), ["a", "b,c"]);
-        assert_eq!(split_list(" x , y ,"), ["x", "y"]);
-        assert!(split_list(" ").is_empty());
+    fn the_uuid_cell_is_first_and_the_extra_cell_last() {
+        for service in Service::ALL {
+            let columns = import_columns(service);
+            assert_eq!(columns.fields()[columns.uuid_cell()].name, "uuid");
+            assert_eq!(columns.fields()[columns.extra_cell()].name, "extra");
+            assert_eq!(columns.position("uuid"), Some(columns.uuid_cell()));
+            assert_eq!(columns.position("extra"), Some(columns.extra_cell()));
+            for system in SYSTEM_COLUMNS {
+                assert_eq!(columns.position(system), None, "{system}");
+            }
+            let u = Uuid::from_u128(9);
+            let row = columns.row(u, columns.empty_cells());
+            assert_eq!(row.uuid, u);
+            assert_eq!(columns.uuid_of(&row.cells), Some(u));
+            assert_eq!(row.cells.iter().filter(|c| c.is_some()).count(), 1);
+        }
     }
 
     #[test]

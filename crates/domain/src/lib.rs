@@ -5,6 +5,7 @@ pub mod error;
 pub mod import;
 pub mod job;
 pub mod limits;
+pub mod list;
 pub mod retry;
 pub mod service;
 pub mod vql;

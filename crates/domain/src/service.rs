@@ -24,6 +24,15 @@ impl Service {
             Self::Company => "company",
         }
     }
+
+    /// The PostgreSQL table of the service's records: `contacts` or
+    /// `companies`. A catalogue-fixed name, safe to put in SQL.
+    pub fn table(self) -> &'static str {
+        match self {
+            Self::Contact => "contacts",
+            Self::Company => "companies",
+        }
+    }
 }
 
 impl fmt::Display for Service {

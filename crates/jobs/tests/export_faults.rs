@@ -4,6 +4,8 @@
 //! injected into the real PostgreSQL search backend's scroll, mid-file, once
 //! the upload is already multipart (past its first 8 MiB part).
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::sync::Arc;
@@ -51,6 +53,10 @@ struct Faulty {
 impl SearchBackend for Faulty {
     fn name(&self) -> &'static str {
         self.inner.name()
+    }
+
+    fn searches_the_database(&self) -> bool {
+        self.inner.searches_the_database()
     }
 
     fn ensure_indices(&self) -> BoxFuture<'_, Result<(), SearchError>> {

@@ -1,5 +1,5 @@
 //! Writing imported records: per batch, one transaction that COPYs the rows
-//! into a temporary staging table and upserts them from there with one
+//! (binary COPY, `tokio_postgres::binary_copy`) into a temporary staging table and upserts them from there with one
 //! set-based statement (spec §2: keyed on uuid; a non-empty cell overwrites,
 //! an empty one leaves the stored value alone), adds new filter values, and
 //! records rejected lines.
@@ -9,14 +9,14 @@
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
-use std::fmt::Write as _;
 
-use bytes::Bytes;
-use connectra_domain::catalogue::{FieldDef, FieldKind};
-use connectra_domain::import::{filter_fields, import_columns, Cell, Row};
+use bytes::BytesMut;
+use connectra_domain::catalogue::FieldKind;
+use connectra_domain::import::{filter_fields, import_columns, Cell, ImportColumns, Row};
 use connectra_domain::limits::{storable, MAX_FILTER_VALUE_BYTES};
 use connectra_domain::Service;
-use futures::SinkExt;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{to_sql_checked, IsNull, Json, Kind, ToSql, Type};
 use tokio_postgres::{Client, NoTls, Transaction};
 use uuid::Uuid;
 
@@ -154,21 +154,25 @@ pub struct RecordWriter {
     fence: Option<(i32, String)>,
 }
 
-fn table(service: Service) -> &'static str {
-    match service {
-        Service::Contact => "contacts",
-        Service::Company => "companies",
+/// The staging column type of a field of `kind`: what a binary COPY row
+/// encodes the field's cells as. Timestamps are staged as text (the import
+/// writes none: `created_at` and `updated_at` are the database's).
+fn column_type(kind: FieldKind) -> Type {
+    match kind {
+        FieldKind::Text | FieldKind::Keyword | FieldKind::Timestamp => Type::TEXT,
+        FieldKind::KeywordList => Type::TEXT_ARRAY,
+        FieldKind::Integer => Type::INT4,
+        FieldKind::BigInt => Type::INT8,
+        FieldKind::Uuid => Type::UUID,
+        FieldKind::Json => Type::JSONB,
     }
 }
 
-fn sql_type(kind: FieldKind) -> &'static str {
-    match kind {
-        FieldKind::Text | FieldKind::Keyword | FieldKind::Timestamp => "text",
-        FieldKind::KeywordList => "text[]",
-        FieldKind::Integer => "int4",
-        FieldKind::BigInt => "int8",
-        FieldKind::Uuid => "uuid",
-        FieldKind::Json => "jsonb",
+/// A column type as SQL: `text`, `text[]`, `int4`, …
+fn type_sql(ty: &Type) -> String {
+    match ty.kind() {
+        Kind::Array(member) => format!("{}[]", member.name()),
+        _ => ty.name().to_string(),
     }
 }
 
@@ -176,11 +180,11 @@ fn sql_type(kind: FieldKind) -> &'static str {
 fn staging_ddl(service: Service) -> String {
     let cols: Vec<String> = import_columns(service)
         .iter()
-        .map(|f| format!("{} {}", f.name, sql_type(f.kind)))
+        .map(|f| format!("{} {}", f.name, type_sql(&column_type(f.kind))))
         .collect();
     format!(
         "CREATE TEMP TABLE IF NOT EXISTS stage_{} ({}) ON COMMIT DELETE ROWS",
-        table(service),
+        service.table(),
         cols.join(", ")
     )
 }
@@ -209,7 +213,7 @@ fn upsert_sql(service: Service, returning: bool) -> String {
             _ => format!("{0} = coalesce(EXCLUDED.{0}, t.{0})", f.name),
         })
         .collect();
-    let t = table(service);
+    let t = service.table();
     format!(
         "INSERT INTO {t} AS t ({}) SELECT {} FROM stage_{t} ORDER BY uuid \
          ON CONFLICT (uuid) DO UPDATE SET {}, updated_at = now(), \
@@ -227,14 +231,11 @@ fn upsert_sql(service: Service, returning: bool) -> String {
 
 /// Adds the batch's distinct filter values.
 fn filters_sql(service: Service) -> String {
-    let t = table(service);
+    let t = service.table();
+    let columns = import_columns(service);
     let parts: Vec<String> = filter_fields(service)
         .iter()
-        .filter_map(|name| {
-            import_columns(service)
-                .into_iter()
-                .find(|f| f.name == *name)
-        })
+        .filter_map(|name| columns.iter().find(|f| f.name == *name))
         .map(|f| match f.kind {
             FieldKind::KeywordList => {
                 format!("SELECT '{0}', unnest({0}) FROM stage_{t}", f.name)
@@ -252,66 +253,78 @@ fn filters_sql(service: Service) -> String {
     )
 }
 
-/// COPY text format: backslash, tab, newline and carriage return escaped.
-fn push_escaped(out: &mut String, s: &str) {
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\t' => out.push_str("\\t"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            c => out.push(c),
+/// One cell of a row as a binary COPY value of its staging column's type
+/// ([`column_type`]): `None` is the cell of a column the row does not
+/// reach, an encoding error rather than a value. Each value is encoded by
+/// `tokio-postgres` straight into the COPY buffer: no text form and no
+/// escaping, and no allocation of its own (a JSON object is serialised into
+/// the buffer too).
+#[derive(Debug)]
+struct CopyCell<'a>(Option<&'a Option<Cell>>);
+
+impl ToSql for CopyCell<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        let Some(cell) = self.0 else {
+            return Err("the row has fewer cells than its service has import columns".into());
+        };
+        // each checked against the column's type: a cell of the wrong kind
+        // is an error, never a misencoded value
+        match cell {
+            None => Ok(IsNull::Yes),
+            Some(Cell::Text(s)) => s.as_str().to_sql_checked(ty, out),
+            Some(Cell::List(items)) => items.as_slice().to_sql_checked(ty, out),
+            Some(Cell::Int(n)) if *ty == Type::INT4 => i32::try_from(*n)?.to_sql_checked(ty, out),
+            Some(Cell::Int(n)) => n.to_sql_checked(ty, out),
+            Some(Cell::Uuid(u)) => u.to_sql_checked(ty, out),
+            Some(Cell::Json(m)) => Json(m.as_ref()).to_sql_checked(ty, out),
         }
     }
-}
 
-/// A PostgreSQL array literal: `{"a","b \"c\""}`.
-fn array_literal(items: &[String]) -> String {
-    let mut lit = String::from("{");
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            lit.push(',');
-        }
-        lit.push('"');
-        for c in item.chars() {
-            if c == '"' || c == '\\' {
-                lit.push('\\');
-            }
-            lit.push(c);
-        }
-        lit.push('"');
+    fn accepts(ty: &Type) -> bool {
+        [
+            Type::TEXT,
+            Type::TEXT_ARRAY,
+            Type::INT4,
+            Type::INT8,
+            Type::UUID,
+            Type::JSONB,
+        ]
+        .contains(ty)
     }
-    lit.push('}');
-    lit
+
+    to_sql_checked!();
 }
 
-/// Encodes rows as COPY text.
-pub fn copy_text<R: std::borrow::Borrow<Row>>(rows: &[R], columns: &[&FieldDef]) -> String {
-    let mut out = String::with_capacity(rows.len() * 160);
+/// COPYs `rows` (cells following `columns`) into `table` in the binary
+/// format.
+async fn copy_rows<R: std::borrow::Borrow<Row>>(
+    tx: &Transaction<'_>,
+    table: &str,
+    columns: &ImportColumns,
+    rows: &[R],
+) -> Result<()> {
+    let names: Vec<&str> = columns.iter().map(|f| f.name).collect();
+    let types: Vec<Type> = columns.iter().map(|f| column_type(f.kind)).collect();
+    let sink = tx
+        .copy_in(&format!(
+            "COPY {table} ({}) FROM STDIN (FORMAT binary)",
+            names.join(", ")
+        ))
+        .await?;
+    let writer = BinaryCopyInWriter::new(sink, &types);
+    futures::pin_mut!(writer);
     for row in rows {
-        let row: &Row = row.borrow();
-        for (i, cell) in row.cells.iter().enumerate().take(columns.len()) {
-            if i > 0 {
-                out.push('\t');
-            }
-            match cell {
-                None => out.push_str("\\N"),
-                Some(Cell::Text(s)) => push_escaped(&mut out, s),
-                Some(Cell::List(items)) => push_escaped(&mut out, &array_literal(items)),
-                Some(Cell::Int(n)) => {
-                    let _ = write!(out, "{n}");
-                }
-                Some(Cell::Uuid(u)) => {
-                    let _ = write!(out, "{u}");
-                }
-                Some(Cell::Json(m)) => {
-                    push_escaped(&mut out, &serde_json::to_string(m).unwrap_or_default())
-                }
-            }
-        }
-        out.push('\n');
+        let cells = &row.borrow().cells;
+        // one value a column; cells beyond the columns are none of COPY's business
+        let values = (0..types.len()).map(|i| CopyCell(cells.get(i)));
+        writer.as_mut().write_raw(values).await?;
     }
-    out
+    writer.finish().await?;
+    Ok(())
 }
 
 /// Folds rows with the same uuid into one, in file order, with the same rule
@@ -475,12 +488,7 @@ impl RecordWriter {
             }
             let columns = import_columns(svc);
             let rows = merge_duplicates(rows);
-            let sink = tx
-                .copy_in(&format!("COPY stage_{} FROM STDIN", table(svc)))
-                .await?;
-            futures::pin_mut!(sink);
-            sink.send(Bytes::from(copy_text(&rows, &columns))).await?;
-            sink.finish().await?;
+            copy_rows(&tx, &format!("stage_{}", svc.table()), &columns, &rows).await?;
             drop(rows);
             if want_documents {
                 // streamed: each returned row is turned into a document as it arrives
@@ -499,7 +507,7 @@ impl RecordWriter {
                 tx.execute(&upsert_sql(svc, false), &[]).await?;
             }
             tx.execute(&filters_sql(svc), &[]).await?;
-            tx.execute(&format!("TRUNCATE stage_{}", table(svc)), &[])
+            tx.execute(&format!("TRUNCATE stage_{}", svc.table()), &[])
                 .await?;
         }
         Ok((
@@ -524,7 +532,7 @@ impl RecordWriter {
             .query(
                 &format!(
                     "SELECT t.uuid, (to_jsonb(t.*) - 'version')::text, t.version FROM {} t WHERE t.uuid = ANY($1)",
-                    table(service)
+                    service.table()
                 ),
                 &[&uuids],
             )
@@ -598,25 +606,63 @@ impl RecordWriter {
 mod tests {
     use super::*;
 
+    fn encode(cell: Option<&Option<Cell>>, ty: &Type) -> Option<Vec<u8>> {
+        let mut out = BytesMut::new();
+        match CopyCell(cell).to_sql_checked(ty, &mut out) {
+            Ok(IsNull::No) => Some(out.to_vec()),
+            Ok(IsNull::Yes) => Some(b"NULL".to_vec()),
+            Err(_) => None,
+        }
+    }
+
     #[test]
-    fn copy_text_escapes_specials_and_writes_arrays_and_nulls() {
-        let columns = import_columns(Service::Company);
-        let mut cells = vec![None; columns.len()];
-        let u = uuid::Uuid::nil();
-        cells[0] = Some(Cell::Uuid(u));
-        cells[1] = Some(Cell::Text("A\tB\\C\nD".into()));
-        let ind = columns
-            .iter()
-            .position(|f| f.name == "industries")
-            .unwrap_or(0);
-        cells[ind] = Some(Cell::List(vec!["Soft \"ware\"".into(), "Sa,aS".into()]));
-        let row = Row { uuid: u, cells };
-        let text = copy_text(&[row], &columns);
-        let fields: Vec<&str> = text.trim_end_matches('\n').split('\t').collect();
-        assert_eq!(fields.len(), columns.len());
-        assert_eq!(fields[1], "A\\tB\\\\C\\nD");
-        assert_eq!(fields[ind], "{\"Soft \\\\\"ware\\\\\"\",\"Sa,aS\"}");
-        assert_eq!(fields[2], "\\N");
+    fn cells_are_copied_unescaped_and_only_as_their_columns_type() {
+        let text = Some(Cell::Text("A\tB\\C\nD \"é\"".into()));
+        assert_eq!(
+            encode(Some(&text), &Type::TEXT).as_deref(),
+            Some("A\tB\\C\nD \"é\"".as_bytes()),
+            "binary COPY sends the text's own bytes"
+        );
+        assert_eq!(
+            encode(Some(&None), &Type::UUID).as_deref(),
+            Some(&b"NULL"[..])
+        );
+        let list = Some(Cell::List(vec!["Sa,aS".into(), "Soft \"ware\"".into()]));
+        assert!(encode(Some(&list), &Type::TEXT_ARRAY).is_some());
+        let json = Some(Cell::Json(Box::new(serde_json::Map::from_iter([(
+            "k".to_string(),
+            serde_json::Value::from("v"),
+        )]))));
+        assert_eq!(
+            encode(Some(&json), &Type::JSONB).as_deref(),
+            Some(&b"\x01{\"k\":\"v\"}"[..])
+        );
+        // a cell of another kind than its column is an error, not a misencoded value
+        assert_eq!(encode(Some(&text), &Type::INT4), None);
+        assert_eq!(encode(Some(&list), &Type::TEXT), None);
+        assert_eq!(encode(Some(&text), &Type::TEXT_ARRAY), None);
+        let big = Some(Cell::Int(i64::from(i32::MAX) + 1));
+        assert_eq!(encode(Some(&big), &Type::INT4), None);
+        assert_eq!(
+            encode(Some(&big), &Type::INT8).as_deref(),
+            Some(&(i64::from(i32::MAX) + 1).to_be_bytes()[..])
+        );
+        // a row too short for its columns
+        assert_eq!(encode(None, &Type::TEXT), None);
+    }
+
+    #[test]
+    fn staging_columns_take_the_types_of_their_fields() {
+        let ddl = staging_ddl(Service::Company);
+        for column in [
+            "(uuid uuid, name text,",
+            "industries text[],",
+            "employees_count int4,",
+            "annual_revenue int8,",
+            "extra jsonb)",
+        ] {
+            assert!(ddl.contains(column), "{column} in {ddl}");
+        }
     }
 
     #[test]
@@ -624,15 +670,15 @@ mod tests {
         let columns = import_columns(Service::Company);
         let at = |name: &str| columns.iter().position(|f| f.name == name).unwrap_or(0);
         let u = uuid::Uuid::from_u128(7);
-        let mut a = vec![None; columns.len()];
+        let mut a = columns.empty_cells();
         a[at("name")] = Some(Cell::Text("Acme".into()));
         a[at("industries")] = Some(Cell::List(vec!["SaaS".into()]));
-        let mut b = vec![None; columns.len()];
+        let mut b = columns.empty_cells();
         b[at("name")] = Some(Cell::Text("Acme Inc".into()));
         b[at("industries")] = Some(Cell::List(vec![]));
         let other = Row {
             uuid: uuid::Uuid::from_u128(8),
-            cells: vec![None; columns.len()],
+            cells: columns.empty_cells(),
         };
         let rows = vec![Row { uuid: u, cells: a }, other, Row { uuid: u, cells: b }];
         let merged = merge_duplicates(&rows);
@@ -673,7 +719,7 @@ mod tests {
         let columns = import_columns(Service::Contact);
         let row = |n: u128| Row {
             uuid: uuid::Uuid::from_u128(n),
-            cells: vec![None; columns.len()],
+            cells: columns.empty_cells(),
         };
         let mut batch = RecordBatch::default();
         batch.push(2, b"a,1", row(1), Some(row(100)));

@@ -185,23 +185,6 @@ impl Drop for TestDb {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::with_database;
-
-    #[test]
-    fn database_name_is_replaced_and_query_kept() {
-        assert_eq!(
-            with_database("postgres://u@h:5433/connectra?sslmode=disable", "x"),
-            "postgres://u@h:5433/x?sslmode=disable"
-        );
-        assert_eq!(
-            with_database("postgres://u@h:5433", "x"),
-            "postgres://u@h:5433/x"
-        );
-    }
-}
-
 /// How often [`eventually`] looks again.
 const POLL_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
 
@@ -247,4 +230,21 @@ pub async fn job_until(
         }
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn database_name_is_replaced_and_query_kept() {
+        assert_eq!(
+            with_database("postgres://u@h:5433/connectra?sslmode=disable", "x"),
+            "postgres://u@h:5433/x?sslmode=disable"
+        );
+        assert_eq!(
+            with_database("postgres://u@h:5433", "x"),
+            "postgres://u@h:5433/x"
+        );
+    }
 }

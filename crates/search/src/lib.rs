@@ -2,6 +2,7 @@
 
 mod document;
 mod opensearch;
+mod page;
 mod postgres;
 mod scroll;
 
@@ -154,8 +155,17 @@ impl SearchError {
 /// the same order, and the same `next_search_after` cursors (see the crate
 /// documentation for the exact sort and cursor rules).
 pub trait SearchBackend: Send + Sync + fmt::Debug {
-    /// `"opensearch"` or `"postgres"`.
+    /// `"opensearch"` or `"postgres"`: for messages and logs. What a caller
+    /// does differently for a backend follows from its capabilities, such as
+    /// [`SearchBackend::searches_the_database`], never from its name.
     fn name(&self) -> &'static str;
+
+    /// Whether the backend searches PostgreSQL's record tables themselves
+    /// (the PostgreSQL backend). Such a backend is always current, so an
+    /// import has no documents to hand it, and it answers whenever the
+    /// database does, so a readiness check of the database covers it. A
+    /// backend with an index of its own (OpenSearch) says `false`.
+    fn searches_the_database(&self) -> bool;
 
     /// Creates whatever the backend needs before indexing (OpenSearch: both
     /// indices with explicit mappings, when missing). Idempotent.

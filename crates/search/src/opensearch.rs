@@ -23,9 +23,9 @@ use opensearch::{BulkParts, OpenSearch, SearchParts};
 use serde_json::{json, Map, Value};
 
 use crate::document::{
-    check_cursor, cursor_from_sort_value, cursor_json, epoch_millis, fold_case,
-    format_timestamp_full, project,
+    check_cursor, cursor_from_sort_value, epoch_millis, fold_case, format_timestamp_full,
 };
+use crate::page::{self, Hit};
 use crate::scroll::{scroll, View};
 use crate::{Document, JsonDocument, Page, RejectedDocument, SearchBackend, SearchError};
 
@@ -275,6 +275,22 @@ fn cursor_value(
         }
     }
     cursor_from_sort_value(BACKEND, field, value)
+}
+
+/// A search response's `hits.hits` item.
+impl Hit for Value {
+    const BACKEND: &'static str = BACKEND;
+    const WITHOUT_SORT: &'static str = "hit without matching 'sort' values";
+
+    fn source(&self) -> Option<&Map<String, Value>> {
+        self.get("_source").and_then(Value::as_object)
+    }
+
+    fn sort_values(&self) -> Option<&[Value]> {
+        self.get("sort")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -692,43 +708,7 @@ impl OpenSearchBackend {
             .pointer("/hits/hits")
             .and_then(Value::as_array)
             .ok_or_else(|| SearchError::protocol(BACKEND, "search response without hits.hits"))?;
-        let empty = Map::new();
-        let data: Vec<Document> = hits
-            .iter()
-            .map(|hit| {
-                let source = hit
-                    .get("_source")
-                    .and_then(Value::as_object)
-                    .unwrap_or(&empty);
-                project(&query.select_columns, source)
-            })
-            .collect();
-        let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
-        let next_search_after = match hits.last() {
-            Some(last) if hits.len() >= limit => {
-                let sort = last
-                    .get("sort")
-                    .and_then(Value::as_array)
-                    .filter(|s| s.len() == query.order_by.len())
-                    .ok_or_else(|| {
-                        SearchError::protocol(BACKEND, "hit without matching 'sort' values")
-                    })?;
-                let cursor = sort
-                    .iter()
-                    .zip(&query.order_by)
-                    .map(|(value, (field, direction))| cursor_value(field, *direction, value))
-                    .collect::<Result<Vec<_>, _>>()?;
-                Some(cursor_json(&cursor))
-            }
-            _ => None,
-        };
-        Ok((
-            Page {
-                data,
-                next_search_after,
-            },
-            pit_id,
-        ))
+        Ok((page::assemble(query, hits, cursor_value)?, pit_id))
     }
 
     /// Opens a point in time on `service`'s index.
@@ -833,6 +813,10 @@ async fn read_json(response: Response) -> Result<Value, SearchError> {
 impl SearchBackend for OpenSearchBackend {
     fn name(&self) -> &'static str {
         BACKEND
+    }
+
+    fn searches_the_database(&self) -> bool {
+        false
     }
 
     fn ensure_indices(&self) -> BoxFuture<'_, Result<(), SearchError>> {
@@ -971,6 +955,7 @@ impl View for PointInTime {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::document::cursor_json;
     use connectra_domain::vql::{parse_vql, Purpose};
 
     fn valid(service: Service, query: Value) -> ValidQuery {

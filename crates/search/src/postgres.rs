@@ -18,10 +18,8 @@ use futures::stream::BoxStream;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use crate::document::{
-    check_cursor, cursor_from_sort_value, cursor_json, floor_millis, fold_case, project,
-    MILLISECOND,
-};
+use crate::document::{check_cursor, cursor_from_sort_value, floor_millis, fold_case, MILLISECOND};
+use crate::page::{self, Hit};
 use crate::scroll::{scroll, View};
 use crate::{Document, JsonDocument, Page, RejectedDocument, SearchBackend, SearchError};
 
@@ -99,13 +97,6 @@ impl Binds {
         let placeholder = format!("${}::{}", self.0.len() + 1, value.cast());
         self.0.push(value);
         placeholder
-    }
-}
-
-fn table(service: Service) -> &'static str {
-    match service {
-        Service::Contact => "contacts",
-        Service::Company => "companies",
     }
 }
 
@@ -398,7 +389,7 @@ pub fn compile_sql(service: Service, query: &ValidQuery) -> Result<CompiledSql, 
         "SELECT jsonb_build_object({}) AS doc, jsonb_build_array({}) AS sort_key FROM \"{}\"",
         doc_fields.join(", "),
         sort_key.join(", "),
-        table(service)
+        service.table()
     );
     if !conditions.is_empty() {
         sql.push_str(" WHERE ");
@@ -421,6 +412,19 @@ struct Row {
     doc: Value,
     #[diesel(sql_type = sql_types::Jsonb)]
     sort_key: Value,
+}
+
+impl Hit for Row {
+    const BACKEND: &'static str = BACKEND;
+    const WITHOUT_SORT: &'static str = "row without its sort key";
+
+    fn source(&self) -> Option<&serde_json::Map<String, Value>> {
+        self.doc.as_object()
+    }
+
+    fn sort_values(&self) -> Option<&[Value]> {
+        self.sort_key.as_array().map(Vec::as_slice)
+    }
 }
 
 /// Reads one `sort_key` value back into a typed cursor value.
@@ -539,37 +543,16 @@ async fn page_on(
         .load(conn)
         .await
         .map_err(database_error)?;
-    let empty = serde_json::Map::new();
-    let data: Vec<Document> = rows
-        .iter()
-        .map(|row| project(&query.select_columns, row.doc.as_object().unwrap_or(&empty)))
-        .collect();
-    let limit = usize::try_from(query.limit).unwrap_or(usize::MAX);
-    let next_search_after = match rows.last() {
-        Some(last) if rows.len() >= limit => {
-            let values = last
-                .sort_key
-                .as_array()
-                .filter(|v| v.len() == query.order_by.len())
-                .ok_or_else(|| SearchError::protocol(BACKEND, "row without its sort key"))?;
-            let cursor = values
-                .iter()
-                .zip(&query.order_by)
-                .map(|(value, (field, _))| cursor_value(field, value))
-                .collect::<Result<Vec<_>, _>>()?;
-            Some(cursor_json(&cursor))
-        }
-        _ => None,
-    };
-    Ok(Page {
-        data,
-        next_search_after,
-    })
+    page::assemble(query, &rows, |field, _, value| cursor_value(field, value))
 }
 
 impl SearchBackend for PostgresBackend {
     fn name(&self) -> &'static str {
         BACKEND
+    }
+
+    fn searches_the_database(&self) -> bool {
+        true
     }
 
     fn ensure_indices(&self) -> BoxFuture<'_, Result<(), SearchError>> {
@@ -655,7 +638,7 @@ mod tests {
             let name = &after[..end];
             assert!(
                 name == "C"
-                    || name == table(service)
+                    || name == service.table()
                     || catalogue::field(service, name).is_some()
                     // the `"T"` and `"Z"` literals inside to_char's pattern
                     || name == "T"

@@ -6,12 +6,14 @@
 //! upload. On any failure the channel carries an error instead of the end of
 //! the file, the upload is aborted, and no object, partial or whole, appears.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
 use bytes::Bytes;
 use connectra_domain::job::{ExportCsvFileData, JobResponse};
+use connectra_domain::list::join_list;
 use connectra_domain::vql::Purpose;
 use connectra_persistence::jobs::Progress;
 use connectra_search::Document;
@@ -31,23 +33,21 @@ struct UploadStopped;
 /// Characters that make a spreadsheet run a cell as a formula (OWASP).
 const FORMULA_START: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
 
-/// A cell as it is written: `null` is empty, lists are joined with `, `,
-/// `extra` is its JSON; a text cell a spreadsheet would run as a formula gets
-/// a leading `'` when `escape_formulas` (numbers are never touched).
+/// A cell as it is written: `null` is empty, lists are joined by
+/// [`join_list`] (`, `, with `\`, `,` and `;` inside an element escaped, so
+/// that the file re-imports unchanged), `extra` is its JSON; a text cell a
+/// spreadsheet would run as a formula gets a leading `'` when
+/// `escape_formulas` (numbers are never touched).
 pub(crate) fn cell_text(value: &Value, escape_formulas: bool) -> String {
     let text = match value {
         Value::Null => return String::new(),
         Value::Number(n) => return n.to_string(),
         Value::Bool(b) => return b.to_string(),
         Value::String(s) => s.clone(),
-        Value::Array(items) => items
-            .iter()
-            .map(|i| match i {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            })
-            .collect::<Vec<_>>()
-            .join(", "),
+        Value::Array(items) => join_list(items.iter().map(|i| match i {
+            Value::String(s) => Cow::Borrowed(s.as_str()),
+            other => Cow::Owned(other.to_string()),
+        })),
         Value::Object(_) => value.to_string(),
     };
     if escape_formulas && text.starts_with(FORMULA_START) {
@@ -276,6 +276,11 @@ mod tests {
         assert_eq!(
             cell_text(&json!(["SaaS", "Software"]), true),
             "SaaS, Software"
+        );
+        assert_eq!(
+            cell_text(&json!(["R&D, Europe", "Sales"]), true),
+            "R&D\\, Europe, Sales",
+            "an element's comma is escaped"
         );
         assert_eq!(cell_text(&json!(null), true), "");
         assert_eq!(cell_text(&json!({"a": 1}), true), "{\"a\":1}");

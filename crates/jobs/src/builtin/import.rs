@@ -281,7 +281,7 @@ async fn write_batches(
     start: Checkpoint,
     bytes_total: u64,
 ) -> anyhow::Result<(Vec<RecordWriter>, Checkpoint)> {
-    let want_documents = deps.search.name() != "postgres";
+    let want_documents = !deps.search.searches_the_database();
     let mut done = start;
     let mut dispatched = start;
     let mut refused = 0i64;

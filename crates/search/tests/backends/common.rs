@@ -235,13 +235,6 @@ pub fn dataset(seed: u64) -> (Vec<Value>, Vec<Value>) {
     (companies, contacts)
 }
 
-pub fn table(service: Service) -> &'static str {
-    match service {
-        Service::Contact => "contacts",
-        Service::Company => "companies",
-    }
-}
-
 #[derive(QueryableByName)]
 struct JsonRow {
     #[diesel(sql_type = Jsonb)]
@@ -257,7 +250,7 @@ pub async fn insert_rows(db: &TestDb, service: Service, rows: &[Value]) {
         .filter(|n| *n != "id")
         .collect();
     let columns = columns.join(", ");
-    let table = table(service);
+    let table = service.table();
     let sql = format!(
         "INSERT INTO {table} ({columns}) SELECT {columns} FROM jsonb_populate_recordset(NULL::{table}, $1)"
     );
@@ -274,7 +267,7 @@ pub async fn read_rows(db: &TestDb, service: Service) -> Vec<Document> {
     let mut conn = db.pool().get().await.unwrap();
     let rows: Vec<JsonRow> = diesel::sql_query(format!(
         "SELECT to_jsonb(t) - 'version' AS doc FROM {} t ORDER BY id",
-        table(service)
+        service.table()
     ))
     .load(&mut *conn)
     .await

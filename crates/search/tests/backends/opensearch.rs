@@ -117,6 +117,10 @@ async fn indices_are_created_once_and_deleted_on_request() {
     os.0.ensure_indices().await.unwrap();
     os.0.ping().await.unwrap();
     assert_eq!(os.0.name(), "opensearch");
+    assert!(
+        !os.0.searches_the_database(),
+        "OpenSearch keeps its own index"
+    );
     assert!(os.0.index_name(Service::Contact).ends_with("_contacts"));
     assert!(os.0.index_name(Service::Company).ends_with("_companies"));
     os.0.delete_indices().await.unwrap();
@@ -162,6 +166,7 @@ async fn unreachable_backends_report_unavailable() {
         connectra_persistence::build_pool("postgres://postgres@127.0.0.1:1/none", 1).unwrap();
     let pg = PostgresBackend::new(pool);
     assert_eq!(pg.name(), "postgres");
+    assert!(pg.searches_the_database());
     assert!(pg.ping().await.unwrap_err().is_unavailable());
     assert!(pg
         .search(Service::Company, &query)
