@@ -166,7 +166,11 @@ mod tests {
             .filter(|s| !s.is_empty() && s.trim() == s)
             .collect();
         for a in &elements {
-            assert_eq!(split_list(&join_list([a])), std::slice::from_ref(a), "{a:?}");
+            assert_eq!(
+                split_list(&join_list([a])),
+                std::slice::from_ref(a),
+                "{a:?}"
+            );
             for b in elements.iter().filter(|b| b.len() <= 3) {
                 let list = [a.clone(), b.clone()];
                 assert_eq!(split_list(&join_list(&list)), list, "{list:?}");
