@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use connectra_domain::import::{import_columns, Cell, Row};
+use connectra_domain::import::{import_columns, Cell};
 use connectra_domain::Service;
 use connectra_persistence::records::{RecordBatch, RecordWriter};
 use connectra_persistence::testing::TestDb;
@@ -28,13 +28,12 @@ async fn query_n(url: &str, sql: &str) -> i64 {
 
 fn batch(n: u128) -> RecordBatch {
     let columns = import_columns(Service::Company);
-    let name = columns.iter().position(|f| f.name == "name").unwrap();
+    let name = columns.position("name").unwrap();
     let mut batch = RecordBatch::default();
     let uuid = uuid::Uuid::from_u128(n);
-    let mut cells = vec![None; columns.len()];
-    cells[0] = Some(Cell::Uuid(uuid));
+    let mut cells = columns.empty_cells();
     cells[name] = Some(Cell::Text(format!("Co{n}")));
-    batch.push(2, b"x", Row { uuid, cells }, None);
+    batch.push(2, b"x", columns.row(uuid, cells), None);
     batch
 }
 
