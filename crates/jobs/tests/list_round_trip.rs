@@ -8,6 +8,7 @@
 mod common;
 
 use common::{exec, strings, Harness};
+use connectra_domain::job::JobStatus;
 use connectra_domain::Service;
 use serde_json::json;
 
@@ -22,7 +23,7 @@ async fn a_list_element_with_a_comma_survives_export_and_reimport() {
                    Plain,plain.io,SaaS; Software\n";
         let key = h.upload("companies.csv", csv.as_bytes()).await;
         let job = h.import(&key).await;
-        assert_eq!(job.status, "completed", "{}", job.job_response);
+        assert_eq!(job.status, JobStatus::Completed, "{}", job.job_response);
         let stored = "SELECT array_to_string(industries, '|') AS s FROM companies ORDER BY name";
         let before = strings(&h.pool(), stored).await;
         assert_eq!(before, ["R&D, Europe|Sales", "SaaS|Software"]);
@@ -35,7 +36,7 @@ async fn a_list_element_with_a_comma_survives_export_and_reimport() {
                 "company",
             )
             .await;
-        assert_eq!(job.status, "completed", "{}", job.job_response);
+        assert_eq!(job.status, JobStatus::Completed, "{}", job.job_response);
         let exported_key = job.job_response["s3_key"].as_str().unwrap().to_string();
         let exported = h.read_object(&exported_key).await;
         assert!(
@@ -50,7 +51,7 @@ async fn a_list_element_with_a_comma_survives_export_and_reimport() {
         // the exported file, imported into empty tables, gives the same lists
         exec(&h.pool(), "DELETE FROM companies").await;
         let job = h.import(&exported_key).await;
-        assert_eq!(job.status, "completed", "{}", job.job_response);
+        assert_eq!(job.status, JobStatus::Completed, "{}", job.job_response);
         assert_eq!(job.rows_processed, 2, "{}", job.job_response);
         assert_eq!(strings(&h.pool(), stored).await, before);
         h.stop().await;
