@@ -174,10 +174,7 @@ struct JsonRow {
 
 /// Every row of `service`'s table as a document: `to_jsonb(t)`.
 async fn read_rows(db: &TestDb, service: Service) -> Vec<Document> {
-    let table = match service {
-        Service::Contact => "contacts",
-        Service::Company => "companies",
-    };
+    let table = service.table();
     let mut conn = db.pool().get().await.unwrap();
     let rows: Vec<JsonRow> = diesel::sql_query(format!(
         "SELECT to_jsonb(t) - 'version' AS doc FROM {table} t ORDER BY id"

@@ -16,7 +16,7 @@ use connectra_domain::job::JobStatus;
 use connectra_domain::limits::{MAX_FILTER_VALUE_BYTES, MAX_KEYWORD_BYTES};
 use connectra_domain::vql::{parse_vql, Purpose};
 use connectra_domain::Service;
-use connectra_search::{index_definition, PostgresBackend, SearchBackend};
+use connectra_search::{index_definition, OpenSearchBackend, PostgresBackend, SearchBackend};
 use futures::StreamExt;
 use serde_json::{json, Value};
 
@@ -335,15 +335,11 @@ async fn documents_the_index_refuses_become_rejected_lines_and_are_not_kept_in_p
     for (service, field) in [(Service::Contact, "city"), (Service::Company, "state")] {
         let mut def = index_definition(service);
         def["mappings"]["properties"][field] = json!({ "type": "integer" });
-        let index = format!(
-            "{}/{}_{}",
-            url,
-            h.prefix,
-            match service {
-                Service::Contact => "contacts",
-                Service::Company => "companies",
-            }
-        );
+        let name = OpenSearchBackend::new(&url)
+            .unwrap()
+            .with_index_prefix(&h.prefix)
+            .index_name(service);
+        let index = format!("{url}/{name}");
         let del = Command::new("curl")
             .args(["-sf", "-X", "DELETE", &index])
             .output()

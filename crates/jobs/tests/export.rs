@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use common::{bucket, count, env, exec, Harness};
 use connectra_domain::job::JobStatus;
+use connectra_domain::list::join_list;
 use connectra_domain::vql::{parse_vql, Purpose};
 use connectra_domain::Service;
 use connectra_persistence::testing::eventually;
@@ -41,11 +42,7 @@ fn cell(value: &Value) -> String {
     match value {
         Value::Null => String::new(),
         Value::String(s) => s.clone(),
-        Value::Array(items) => items
-            .iter()
-            .map(|i| i.as_str().unwrap().to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
+        Value::Array(items) => join_list(items.iter().map(|i| i.as_str().unwrap())),
         other => other.to_string(),
     }
 }
