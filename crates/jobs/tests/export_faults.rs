@@ -213,15 +213,15 @@ fn first_error(job: &Job) -> String {
         .to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_export_whose_scroll_fails_midway_leaves_nothing() {
-    let mut h = harness(Fault::Error).await;
+/// Runs an export through `fault`, which must fail it with `error`.
+async fn fails_and_leaves_nothing(fault: Fault, error: &str) {
+    let mut h = harness(fault).await;
     h.start(500);
     let (job, key) = export(&h).await;
     let done = h.wait(&job).await;
     assert_eq!(done.status, JobStatus::Failed, "{:?}", done.job_response);
     assert!(
-        first_error(&done).contains("injected failure on page 100"),
+        first_error(&done).contains(error),
         "{:?}",
         done.job_response
     );
@@ -230,19 +230,17 @@ async fn an_export_whose_scroll_fails_midway_leaves_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_whose_scroll_fails_midway_leaves_nothing() {
+    fails_and_leaves_nothing(Fault::Error, "injected failure on page 100").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_export_whose_handler_panics_midway_leaves_nothing() {
-    let mut h = harness(Fault::Panic).await;
-    h.start(500);
-    let (job, key) = export(&h).await;
-    let done = h.wait(&job).await;
-    assert_eq!(done.status, JobStatus::Failed, "{:?}", done.job_response);
-    assert!(
-        first_error(&done).contains("the handler panicked: injected panic on page 100"),
-        "{:?}",
-        done.job_response
-    );
-    assert_nothing_left(&h, &key).await;
-    h.stop().await;
+    fails_and_leaves_nothing(
+        Fault::Panic,
+        "the handler panicked: injected panic on page 100",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

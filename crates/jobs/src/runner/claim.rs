@@ -91,7 +91,7 @@ pub(super) async fn claim_loop(
         if until == Until::Idle && retry_in.is_none() {
             // Nothing more to claim now. Once every held job is settled,
             // claim once more: a handler may have created work.
-            if s.holdings.ids().is_empty() {
+            if s.holdings.is_empty() {
                 return;
             }
             tokio::select! {

@@ -81,6 +81,11 @@ impl Holdings {
         self.lock().keys().copied().collect()
     }
 
+    /// Whether this runner holds no job.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
     /// Returns once this runner holds no job (at once if it holds none).
     pub async fn until_empty(&self) {
         loop {
