@@ -11,7 +11,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::process::Command;
 
-use common::{count, strings, Harness};
+use common::{assert_same_records, count, strings, uuids, Harness};
 use connectra_domain::job::JobStatus;
 use connectra_domain::limits::{MAX_FILTER_VALUE_BYTES, MAX_KEYWORD_BYTES};
 use connectra_domain::vql::{parse_vql, Purpose};
@@ -19,33 +19,6 @@ use connectra_domain::Service;
 use connectra_search::{index_definition, OpenSearchBackend, PostgresBackend, SearchBackend};
 use futures::StreamExt;
 use serde_json::{json, Value};
-
-/// Every uuid of `service` that `backend` holds, read with one scroll.
-async fn uuids(backend: &dyn SearchBackend, service: Service) -> BTreeSet<String> {
-    backend.refresh(service).await.unwrap();
-    let q = parse_vql(&json!({"select_columns": ["uuid"], "limit": 1000}))
-        .unwrap()
-        .validate(service, Purpose::Search)
-        .unwrap();
-    let mut pages = backend.scroll(service, q);
-    let mut out = BTreeSet::new();
-    while let Some(page) = pages.next().await {
-        for doc in page.unwrap().data {
-            out.insert(doc["uuid"].as_str().unwrap().to_string());
-        }
-    }
-    out
-}
-
-/// Asserts that the search backend holds exactly PostgreSQL's records.
-async fn assert_same_records(h: &Harness) {
-    let pg = PostgresBackend::new(h.pool());
-    for service in Service::ALL {
-        let truth = uuids(&pg, service).await;
-        let copy = uuids(h.search.as_ref(), service).await;
-        assert_eq!(copy, truth, "{service}: the index and PostgreSQL differ");
-    }
-}
 
 async fn rejections(h: &Harness) -> Vec<(i64, String)> {
     strings(

@@ -41,3 +41,36 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Whether the connection broke (closed or reset, refused, timed out, or
+    /// the server shutting down or restarting) rather than a statement
+    /// failing on a working connection: worth a new connection and another
+    /// try, whereas a statement's own error would only fail again.
+    pub fn is_connection_lost(&self) -> bool {
+        match self {
+            Self::Postgres(e) => postgres_connection_lost(e),
+            Self::Connection(_) | Self::Pool(_) => true,
+            Self::Query(_) | Self::Migration(_) | Self::LeaseLost { .. } => false,
+        }
+    }
+}
+
+fn postgres_connection_lost(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    if e.is_closed() {
+        return true;
+    }
+    if let Some(state) = e.code() {
+        // class 08: connection exception
+        return state.code().starts_with("08")
+            || [
+                SqlState::ADMIN_SHUTDOWN,
+                SqlState::CRASH_SHUTDOWN,
+                SqlState::CANNOT_CONNECT_NOW,
+            ]
+            .contains(state);
+    }
+    // connecting, or the socket failing under a statement
+    std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+}

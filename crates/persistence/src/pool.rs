@@ -41,7 +41,7 @@ pub fn connection_url(database_url: &str) -> String {
 
 /// Adds `key=value` to a `postgres://` URL's query (percent-encoding the
 /// value's spaces and `=`) or to a `key=value` connection string (quoted).
-fn push_param(url: &mut String, key: &str, value: &str) {
+pub(crate) fn push_param(url: &mut String, key: &str, value: &str) {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         url.push(if url.contains('?') { '&' } else { '?' });
         url.push_str(&format!(

@@ -22,6 +22,10 @@ use uuid::Uuid;
 
 use crate::Result;
 
+/// The `application_name` of an import's connections, as
+/// `pg_stat_activity` shows them.
+pub const APPLICATION_NAME: &str = "connectra-import";
+
 /// A line the import rejected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
@@ -413,9 +417,13 @@ fn rejection(row: &tokio_postgres::Row) -> Result<Rejection> {
 
 impl RecordWriter {
     /// Opens a connection of its own for the import of job `job_id`.
+    /// Its `application_name` is [`APPLICATION_NAME`] unless the URL sets one.
     pub async fn connect(database_url: &str, job_id: i64) -> Result<Self> {
-        let (client, connection) =
-            tokio_postgres::connect(&crate::connection_url(database_url), NoTls).await?;
+        let mut url = crate::connection_url(database_url);
+        if !url.contains("application_name=") {
+            crate::pool::push_param(&mut url, "application_name", APPLICATION_NAME);
+        }
+        let (client, connection) = tokio_postgres::connect(&url, NoTls).await?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::warn!(error = %e, "import connection closed with an error");

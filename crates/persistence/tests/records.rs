@@ -86,3 +86,37 @@ async fn a_batch_of_an_attempt_that_lost_its_job_writes_nothing() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_or_refused_connection_is_a_lost_connection_and_a_lost_lease_is_not() {
+    let db = TestDb::new().await;
+    // nothing listens on port 1
+    let refused = RecordWriter::connect("postgres://postgres@127.0.0.1:1/x", 1)
+        .await
+        .unwrap_err();
+    assert!(refused.is_connection_lost(), "{refused}");
+
+    let mut writer = RecordWriter::connect(db.url(), 1).await.unwrap();
+    writer.write(Service::Company, &batch(1)).await.unwrap();
+    let cut = query_n(
+        db.url(),
+        &format!(
+            "SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity \
+             WHERE datname = current_database() AND application_name = '{}'",
+            connectra_persistence::records::APPLICATION_NAME
+        ),
+    )
+    .await;
+    assert_eq!(cut, 1, "the writer's connection carries its application_name");
+    let lost = writer.write(Service::Company, &batch(2)).await.unwrap_err();
+    assert!(lost.is_connection_lost(), "{lost}");
+
+    // a fence that no longer holds is an answer, not a broken connection
+    let mut fenced = RecordWriter::connect(db.url(), 1)
+        .await
+        .unwrap()
+        .fenced(1, "nobody");
+    let fenced_out = fenced.write(Service::Company, &batch(3)).await.unwrap_err();
+    assert!(matches!(fenced_out, Error::LeaseLost { .. }), "{fenced_out}");
+    assert!(!fenced_out.is_connection_lost());
+}

@@ -164,10 +164,13 @@ pub(crate) async fn put_stream(
         return Ok(len);
     }
 
-    let started = handle
-        .initiate_multipart_upload(key, content_type)
-        .await
-        .map_err(|e| error::map(e, "starting a multipart upload of", bucket, Some(key)))?;
+    // a retry after a lost answer can leave an upload without parts behind,
+    // which `pending_uploads` lists and `abort_pending` removes
+    let started = idempotent("starting a multipart upload", || {
+        handle.initiate_multipart_upload(key, content_type)
+    })
+    .await
+    .map_err(|e| error::map(e, "starting a multipart upload of", bucket, Some(key)))?;
     let mut upload = Upload {
         bucket: handle.clone(),
         key: key.to_string(),
@@ -261,10 +264,37 @@ async fn upload_parts(
         }
     }
     done.sort_by_key(|part| part.part_number);
-    upload
-        .bucket
-        .complete_multipart_upload(&key, &upload.upload_id, done)
-        .await
-        .map_err(|e| error::map(e, "completing the multipart upload of", bucket, Some(&key)))?;
-    Ok(total)
+    let mut tries = 0u32;
+    let completed = idempotent("completing a multipart upload", || {
+        tries += 1;
+        upload
+            .bucket
+            .complete_multipart_upload(&key, &upload.upload_id, done.clone())
+    })
+    .await;
+    match completed {
+        Ok(_) => Ok(total),
+        // An earlier try completed the upload but its answer was lost: the
+        // upload is gone and the object is there, whole.
+        Err(S3Error::HttpFailWithBody(404, _))
+            if tries > 1 && object_size(&upload.bucket, &key).await == Some(total) =>
+        {
+            Ok(total)
+        }
+        Err(e) => Err(error::map(
+            e,
+            "completing the multipart upload of",
+            bucket,
+            Some(&key),
+        )),
+    }
+}
+
+/// The size of `key`, if it exists and S3 answers.
+async fn object_size(handle: &Bucket, key: &str) -> Option<u64> {
+    let (head, status) = handle.head_object(key).await.ok()?;
+    (status == 200)
+        .then_some(head.content_length)
+        .flatten()
+        .and_then(|n| u64::try_from(n).ok())
 }

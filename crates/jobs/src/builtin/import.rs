@@ -21,9 +21,11 @@ use std::io::BufReader;
 use std::sync::Arc;
 
 use anyhow::Context;
+use backon::Retryable;
 use connectra_domain::import::{FatalImportError, HeaderPlan};
 use connectra_domain::job::{InsertCsvFileData, JobResponse, MAX_RUNTIME_ERRORS};
 use connectra_domain::limits::MAX_FILTER_VALUE_BYTES;
+use connectra_domain::retry::RetryPolicy;
 use connectra_domain::Service;
 use connectra_persistence::jobs::Progress;
 use connectra_persistence::records::{RecordBatch, RecordWriter, Rejection, StoredRecord};
@@ -34,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio_util::io::SyncIoBridge;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
 use super::records::{Next, RecordReader};
@@ -70,6 +73,97 @@ struct Parsed {
 }
 
 const READ_BUFFER: usize = 256 * 1024;
+
+/// How long an import rides out a dependency that stopped answering (a
+/// lost database connection, a search index that does not refresh) before
+/// the attempt fails and the job's retries take over. The attempt's cancel
+/// token (a cancel, a lost lease, a shutdown) ends the wait sooner.
+const RIDE_OUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// How the import's record writers connect, each fenced by this attempt;
+/// and a new connection when one is lost.
+#[derive(Debug, Clone)]
+struct Connector {
+    database_url: String,
+    job_id: i64,
+    attempt: i32,
+    runner_id: String,
+    cancel: CancellationToken,
+}
+
+/// Whether `e` is a database connection that broke (see
+/// [`connectra_persistence::Error::is_connection_lost`]).
+fn connection_lost(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<connectra_persistence::Error>()
+            .is_some_and(connectra_persistence::Error::is_connection_lost)
+    })
+}
+
+impl Connector {
+    /// `writer`, or a new connection (fenced by this attempt) when it is `None`.
+    async fn writer<'w>(
+        &self,
+        writer: &'w mut Option<RecordWriter>,
+    ) -> anyhow::Result<&'w mut RecordWriter> {
+        match writer {
+            Some(w) => Ok(w),
+            None => {
+                let w = RecordWriter::connect(&self.database_url, self.job_id)
+                    .await?
+                    .fenced(self.attempt, &self.runner_id);
+                Ok(writer.insert(w))
+            }
+        }
+    }
+
+    /// A retry of work on a record writer, after lost connections.
+    fn retry(&self) -> Reconnect<'_> {
+        Reconnect {
+            connector: self,
+            started: tokio::time::Instant::now(),
+            pauses: RetryPolicy::QUICK.pauses(),
+        }
+    }
+}
+
+/// Runs work on a record writer again after its connection was lost: on
+/// the way, or under the work (whose transaction then rolled back). The
+/// work must be safe to run again; a batch is (its upsert is keyed, its
+/// rejected lines are kept once). Every new connection is fenced, so a try
+/// after a lost lease writes nothing.
+#[derive(Debug)]
+struct Reconnect<'a> {
+    connector: &'a Connector,
+    started: tokio::time::Instant,
+    pauses: connectra_domain::retry::Pauses,
+}
+
+impl Reconnect<'_> {
+    /// After `e`, the one retry policy's pause, then `Ok` to try again with
+    /// a new connection (`writer` is emptied); `Err(e)` when `e` is not a
+    /// lost connection, [`RIDE_OUT`] has passed, or the attempt is cancelled.
+    async fn after(
+        &mut self,
+        e: anyhow::Error,
+        writer: &mut Option<RecordWriter>,
+        what: &str,
+    ) -> anyhow::Result<()> {
+        *writer = None;
+        let cancel = &self.connector.cancel;
+        if !connection_lost(&e) || cancel.is_cancelled() || self.started.elapsed() >= RIDE_OUT {
+            return Err(e);
+        }
+        let pause = self.pauses.next_pause();
+        tracing::warn!(error = %format!("{e:#}"), retry_in_ms = pause.as_millis() as u64,
+            "the import's database connection was lost {what}; connecting again");
+        tokio::select! {
+            () = tokio::time::sleep(pause) => Ok(()),
+            () = cancel.cancelled() => Err(e),
+        }
+    }
+}
 
 fn storage_error(e: StorageError) -> anyhow::Error {
     anyhow::anyhow!("{e}")
@@ -108,13 +202,21 @@ pub(super) async fn run(ctx: JobContext, deps: Arc<BuiltinDeps>) -> anyhow::Resu
         .ensure_indices()
         .await
         .with_context(|| format!("preparing the {} search indices", deps.search.name()))?;
+    let connector = Connector {
+        database_url: deps.database_url.clone(),
+        job_id: ctx.job().id,
+        attempt: ctx.job().attempts,
+        runner_id: ctx.runner_id().to_string(),
+        cancel: ctx.cancellation().clone(),
+    };
     let mut writers = Vec::new();
     for _ in 0..writer_count() {
-        writers.push(
-            RecordWriter::connect(&deps.database_url, ctx.job().id)
-                .await?
-                .fenced(ctx.job().attempts, ctx.runner_id()),
-        );
+        let mut writer = None;
+        let mut retry = connector.retry();
+        while let Err(e) = connector.writer(&mut writer).await {
+            retry.after(e, &mut writer, "connecting").await?;
+        }
+        writers.extend(writer);
     }
     let mut done = start;
     if start.next_byte < meta.size {
@@ -144,7 +246,7 @@ pub(super) async fn run(ctx: JobContext, deps: Arc<BuiltinDeps>) -> anyhow::Resu
         let parser = tokio::task::spawn_blocking(move || {
             parse_file(header_stream, data_stream, service, start, limits, &tx)
         });
-        let written = write_batches(&ctx, &deps, writers, rx, start, meta.size).await;
+        let written = write_batches(&ctx, &deps, &connector, writers, rx, start, meta.size).await;
         let parsed = parser
             .await
             .context("the CSV parser stopped unexpectedly")?;
@@ -164,7 +266,15 @@ pub(super) async fn run(ctx: JobContext, deps: Arc<BuiltinDeps>) -> anyhow::Resu
     let mut afterwards: Vec<String> = Vec::new();
     // what the job wrote is searchable once it completes (an export may follow)
     for service in Service::ALL {
-        if let Err(e) = deps.search.refresh(service).await {
+        let refreshed = (|| deps.search.refresh(service))
+            .retry(RetryPolicy::QUICK.builder(Some(RIDE_OUT)))
+            .when(|e| e.is_unavailable() && !ctx.is_cancelled())
+            .notify(|e, pause| {
+                tracing::warn!(error = %e, %service, retry_in_ms = pause.as_millis() as u64,
+                    "refreshing the index after an import failed; trying again");
+            })
+            .await;
+        if let Err(e) = refreshed {
             tracing::warn!(error = %e, %service, "refreshing the index after an import failed");
             afterwards.push(format!(
                 "refreshing the {} {service} index failed ({e}); the rows become searchable at its next refresh",
@@ -172,21 +282,30 @@ pub(super) async fn run(ctx: JobContext, deps: Arc<BuiltinDeps>) -> anyhow::Resu
             ));
         }
     }
-    let writer = writers
-        .pop()
-        .ok_or_else(|| anyhow::anyhow!("no database connection left for the report"))?;
-    let rejected = writer.rejection_count().await?;
-    let mut response = JobResponse::default();
-    // the first and the last rejected lines, so a report shows both ends
+    let mut writer = writers.pop();
     let half = (MAX_RUNTIME_ERRORS / 2) as i64;
-    let first = writer.first_rejections(half).await?;
-    let after = first.last().map_or(i64::MIN, |f| f.line);
-    let last: Vec<Rejection> = writer
-        .last_rejections(half - 1)
-        .await?
-        .into_iter()
-        .filter(|l| l.line > after)
-        .collect();
+    let mut retry = connector.retry();
+    let (rejected, first, last) = loop {
+        let read = async {
+            let w = connector.writer(&mut writer).await?;
+            let rejected = w.rejection_count().await?;
+            // the first and the last rejected lines, so a report shows both ends
+            let first = w.first_rejections(half).await?;
+            let after = first.last().map_or(i64::MIN, |f| f.line);
+            let last: Vec<Rejection> = w
+                .last_rejections(half - 1)
+                .await?
+                .into_iter()
+                .filter(|l| l.line > after)
+                .collect();
+            anyhow::Ok((rejected, first, last))
+        };
+        match read.await {
+            Ok(read) => break read,
+            Err(e) => retry.after(e, &mut writer, "reading the rejected lines").await?,
+        }
+    };
+    let mut response = JobResponse::default();
     for r in &first {
         response.push_error(format!("line {}: {}", r.line, r.reason));
     }
@@ -205,7 +324,22 @@ pub(super) async fn run(ctx: JobContext, deps: Arc<BuiltinDeps>) -> anyhow::Resu
             deps.upload_prefix.trim_end_matches('/'),
             ctx.job().uuid
         );
-        match write_error_report(&deps, &writer, &bucket, &report_key).await {
+        let mut retry = connector.retry();
+        let report = loop {
+            let written = async {
+                let w = connector.writer(&mut writer).await?;
+                write_error_report(&deps, w, &bucket, &report_key).await
+            };
+            match written.await {
+                Ok(()) => break Ok(()),
+                Err(e) => {
+                    if let Err(e) = retry.after(e, &mut writer, "writing the error report").await {
+                        break Err(e);
+                    }
+                }
+            }
+        };
+        match report {
             Ok(()) => response.error_report_s3_key = Some(report_key),
             Err(e) => {
                 tracing::warn!(error = %e, "writing the error report failed");
@@ -276,6 +410,7 @@ type InFlight = VecDeque<(
 async fn write_batches(
     ctx: &JobContext,
     deps: &Arc<BuiltinDeps>,
+    connector: &Connector,
     mut writers: Vec<RecordWriter>,
     mut rx: mpsc::Receiver<anyhow::Result<Parsed>>,
     start: Checkpoint,
@@ -289,7 +424,7 @@ async fn write_batches(
     let result: anyhow::Result<()> = async {
         while let Some(parsed) = rx.recv().await {
             let parsed = parsed?;
-            let mut writer = match writers.pop() {
+            let writer = match writers.pop() {
                 Some(w) => w,
                 None => {
                     finish_oldest(ctx, &mut in_flight, &mut done, &mut refused, bytes_total).await?
@@ -305,16 +440,26 @@ async fn write_batches(
                     + parsed.filter_values_skipped,
             };
             let search = deps.search.clone();
+            let connector = connector.clone();
             let task = tokio::spawn(async move {
-                let refused = write_batch(
-                    &mut writer,
-                    search.as_ref(),
-                    parsed.service,
-                    parsed.batch,
-                    want_documents,
-                )
-                .await?;
-                Ok((writer, refused))
+                let mut batch = parsed.batch;
+                let mut passes = Passes::default();
+                let mut writer = Some(writer);
+                let mut retry = connector.retry();
+                loop {
+                    let written = async {
+                        let w = connector.writer(&mut writer).await?;
+                        write_batch(w, search.as_ref(), parsed.service, &mut batch, want_documents, &mut passes)
+                            .await
+                    };
+                    match written.await {
+                        Ok(()) => break,
+                        Err(e) => retry.after(e, &mut writer, "writing a batch").await?,
+                    }
+                }
+                let writer =
+                    writer.ok_or_else(|| anyhow::anyhow!("a batch ended without its writer"))?;
+                Ok((writer, passes.refused_lines))
             });
             in_flight.push_back((AbortOnDropHandle::new(task), dispatched));
             if ctx.is_cancelled() {
@@ -369,43 +514,56 @@ async fn finish_oldest(
     Ok(writer)
 }
 
+/// What the passes over one batch have done so far (a batch is written
+/// again after the index refuses some of its records, or after its
+/// connection is lost).
+#[derive(Debug, Default)]
+struct Passes {
+    /// Lines whose records the index refused: rejected lines now.
+    refused_lines: i64,
+    /// Documents that rolled-back passes indexed.
+    indexed_before: HashSet<(Service, uuid::Uuid)>,
+}
+
 /// Writes one batch: its records go to PostgreSQL in a transaction that
 /// commits only once the search index holds their documents. Should the
 /// index refuse some (a value its mapping cannot take), the transaction is
 /// rolled back, their lines become rejected lines, and the rest is written
-/// again: the two stores always hold the same records. Returns how many
-/// lines the index refused.
+/// again: the two stores always hold the same records. Safe to run again
+/// after a failure: `passes` carries what earlier passes did, so documents
+/// indexed by a pass that did not commit are brought back to what
+/// PostgreSQL holds.
 async fn write_batch(
     writer: &mut RecordWriter,
     search: &dyn SearchBackend,
     service: Service,
-    mut batch: RecordBatch,
+    batch: &mut RecordBatch,
     want_documents: bool,
-) -> anyhow::Result<i64> {
-    let mut refused_lines = 0;
-    // documents an earlier, rolled-back pass indexed
-    let mut indexed_before: HashSet<(Service, uuid::Uuid)> = HashSet::new();
+    passes: &mut Passes,
+) -> anyhow::Result<()> {
     loop {
-        let (staged, docs) = writer.stage(service, &batch, want_documents).await?;
-        // kept only should this pass be rolled back
+        let (staged, docs) = writer.stage(service, batch, want_documents).await?;
         let this_pass: Vec<(Service, uuid::Uuid)> =
             docs.iter().map(|d| (d.service, d.uuid)).collect();
         let refused = index_documents(search, docs).await?;
+        // indexed, and to be restored should this pass not commit
+        passes.indexed_before.extend(
+            this_pass
+                .iter()
+                .filter(|(_, u)| !refused.contains_key(u))
+                .copied(),
+        );
         if refused.is_empty() {
             staged.commit(&batch.rejections).await?;
-            if !indexed_before.is_empty() {
-                let now: HashSet<_> = this_pass.into_iter().collect();
-                let stale: Vec<_> = indexed_before.difference(&now).copied().collect();
+            let now: HashSet<_> = this_pass.into_iter().collect();
+            let stale: Vec<_> = passes.indexed_before.difference(&now).copied().collect();
+            if !stale.is_empty() {
                 restore_documents(writer, search, stale).await?;
             }
-            return Ok(refused_lines);
+            passes.indexed_before.clear();
+            return Ok(());
         }
         staged.rollback().await?;
-        indexed_before.extend(
-            this_pass
-                .into_iter()
-                .filter(|(_, u)| !refused.contains_key(u)),
-        );
         let dropped = batch.reject(&refused);
         if dropped == 0 {
             anyhow::bail!(
@@ -413,7 +571,7 @@ async fn write_batch(
                 refused.len()
             );
         }
-        refused_lines += dropped as i64;
+        passes.refused_lines += dropped as i64;
         tracing::warn!(
             refused = refused.len(),
             lines = dropped,

@@ -3,10 +3,13 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use connectra_domain::job::{JobStatus, NewJob};
+use connectra_domain::vql::{parse_vql, Purpose};
+use connectra_domain::Service;
 use connectra_jobs::builtin::{self, BuiltinDeps};
 use connectra_jobs::{Mode, Registry, RunReport, Runner, RunnerConfig};
 use connectra_persistence::testing::{job_until, TestDb};
@@ -15,6 +18,7 @@ use connectra_search::{OpenSearchBackend, PostgresBackend, SearchBackend};
 use connectra_storage::{S3Config, Storage};
 use diesel::sql_types::{BigInt, Text};
 use diesel_async::RunQueryDsl;
+use futures::StreamExt;
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -230,4 +234,31 @@ pub async fn strings(pool: &PgPool, sql: &str) -> Vec<String> {
         .into_iter()
         .map(|r| r.s)
         .collect()
+}
+
+/// Every uuid of `service` that `backend` holds, read with one scroll.
+pub async fn uuids(backend: &dyn SearchBackend, service: Service) -> BTreeSet<String> {
+    backend.refresh(service).await.unwrap();
+    let q = parse_vql(&json!({"select_columns": ["uuid"], "limit": 1000}))
+        .unwrap()
+        .validate(service, Purpose::Search)
+        .unwrap();
+    let mut pages = backend.scroll(service, q);
+    let mut out = BTreeSet::new();
+    while let Some(page) = pages.next().await {
+        for doc in page.unwrap().data {
+            out.insert(doc["uuid"].as_str().unwrap().to_string());
+        }
+    }
+    out
+}
+
+/// Asserts that the search backend holds exactly PostgreSQL's records.
+pub async fn assert_same_records(h: &Harness) {
+    let pg = PostgresBackend::new(h.pool());
+    for service in Service::ALL {
+        let truth = uuids(&pg, service).await;
+        let copy = uuids(h.search.as_ref(), service).await;
+        assert_eq!(copy, truth, "{service}: the index and PostgreSQL differ");
+    }
 }
