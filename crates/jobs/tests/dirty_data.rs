@@ -8,16 +8,14 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::process::Command;
 
-use common::{assert_same_records, count, strings, uuids, Harness};
+use common::{assert_same_records, count, strings, Harness};
 use connectra_domain::job::JobStatus;
 use connectra_domain::limits::{MAX_FILTER_VALUE_BYTES, MAX_KEYWORD_BYTES};
 use connectra_domain::vql::{parse_vql, Purpose};
 use connectra_domain::Service;
-use connectra_search::{index_definition, OpenSearchBackend, PostgresBackend, SearchBackend};
-use futures::StreamExt;
+use connectra_search::{index_definition, OpenSearchBackend};
 use serde_json::{json, Value};
 
 async fn rejections(h: &Harness) -> Vec<(i64, String)> {

@@ -20,7 +20,10 @@ const ROWS: usize = 30_000;
 fn contacts_csv(n: usize) -> String {
     let mut csv = String::from("email,first_name,last_name,title\n");
     for i in 0..n {
-        csv.push_str(&format!("c{i}@example.com,First{i},Last{i},Title {}\n", i % 17));
+        csv.push_str(&format!(
+            "c{i}@example.com,First{i},Last{i},Title {}\n",
+            i % 17
+        ));
         if i % 5000 == 0 {
             // a bad row, so the rejected-lines report is written too
             csv.push_str(",,,\n");
@@ -45,7 +48,9 @@ async fn cut_import_connections(h: &Harness) -> i64 {
 async fn import_connections_cut_mid_import_are_reopened_and_the_first_attempt_completes() {
     let mut h = Harness::new(true).await;
     h.start(500);
-    let key = h.upload("contacts.csv", contacts_csv(ROWS).as_bytes()).await;
+    let key = h
+        .upload("contacts.csv", contacts_csv(ROWS).as_bytes())
+        .await;
     // no retries: only a reconnect within the attempt can complete it
     let job = h
         .create("insert_csv_file", serde_json::json!({ "s3_key": key }))
@@ -59,7 +64,10 @@ async fn import_connections_cut_mid_import_are_reopened_and_the_first_attempt_co
             job.uuid,
             Duration::from_secs(120),
             "the import to pass a point",
-            |j| j.rows_processed >= at || matches!(j.status, JobStatus::Completed | JobStatus::Failed),
+            |j| {
+                j.rows_processed >= at
+                    || matches!(j.status, JobStatus::Completed | JobStatus::Failed)
+            },
         )
         .await;
         if matches!(running.status, JobStatus::Completed | JobStatus::Failed) {

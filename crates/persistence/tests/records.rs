@@ -107,7 +107,10 @@ async fn a_cut_or_refused_connection_is_a_lost_connection_and_a_lost_lease_is_no
         ),
     )
     .await;
-    assert_eq!(cut, 1, "the writer's connection carries its application_name");
+    assert_eq!(
+        cut, 1,
+        "the writer's connection carries its application_name"
+    );
     let lost = writer.write(Service::Company, &batch(2)).await.unwrap_err();
     assert!(lost.is_connection_lost(), "{lost}");
 
@@ -117,6 +120,9 @@ async fn a_cut_or_refused_connection_is_a_lost_connection_and_a_lost_lease_is_no
         .unwrap()
         .fenced(1, "nobody");
     let fenced_out = fenced.write(Service::Company, &batch(3)).await.unwrap_err();
-    assert!(matches!(fenced_out, Error::LeaseLost { .. }), "{fenced_out}");
+    assert!(
+        matches!(fenced_out, Error::LeaseLost { .. }),
+        "{fenced_out}"
+    );
     assert!(!fenced_out.is_connection_lost());
 }

@@ -302,7 +302,11 @@ pub(super) async fn run(ctx: JobContext, deps: Arc<BuiltinDeps>) -> anyhow::Resu
         };
         match read.await {
             Ok(read) => break read,
-            Err(e) => retry.after(e, &mut writer, "reading the rejected lines").await?,
+            Err(e) => {
+                retry
+                    .after(e, &mut writer, "reading the rejected lines")
+                    .await?
+            }
         }
     };
     let mut response = JobResponse::default();
@@ -333,7 +337,10 @@ pub(super) async fn run(ctx: JobContext, deps: Arc<BuiltinDeps>) -> anyhow::Resu
             match written.await {
                 Ok(()) => break Ok(()),
                 Err(e) => {
-                    if let Err(e) = retry.after(e, &mut writer, "writing the error report").await {
+                    if let Err(e) = retry
+                        .after(e, &mut writer, "writing the error report")
+                        .await
+                    {
                         break Err(e);
                     }
                 }
@@ -449,8 +456,15 @@ async fn write_batches(
                 loop {
                     let written = async {
                         let w = connector.writer(&mut writer).await?;
-                        write_batch(w, search.as_ref(), parsed.service, &mut batch, want_documents, &mut passes)
-                            .await
+                        write_batch(
+                            w,
+                            search.as_ref(),
+                            parsed.service,
+                            &mut batch,
+                            want_documents,
+                            &mut passes,
+                        )
+                        .await
                     };
                     match written.await {
                         Ok(()) => break,
