@@ -742,7 +742,7 @@ os_start() {
     OS_STARTED=1
     os_start_node "$n"
   done
-  echo "$OS_NODES" >"$STACK/opensearch.nodes"
+  [ "$OS_STARTED" -eq 0 ] || echo "$OS_NODES" >"$STACK/opensearch.nodes"
 }
 
 os_start_node() {
