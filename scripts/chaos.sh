@@ -85,7 +85,7 @@ cluster_up() {
   mkdir -p "$CLUSTER_DIR/opensearch"
   [ -d "$SHARED_STACK/opensearch/lib" ] && ln -s "$(cd "$SHARED_STACK/opensearch/lib" && pwd -P)" "$CLUSTER_DIR/opensearch/lib"
   STACK_DIR="$CLUSTER_DIR" OPENSEARCH_NODES=2 OPENSEARCH_PORT="$CLUSTER_PORT" OPENSEARCH_TRANSPORT_PORT=$((CLUSTER_PORT + 100)) \
-    OPENSEARCH_HEAP="${CHAOS_OS_HEAP:-512m}" scripts/stack.sh up opensearch >/dev/null \
+    OPENSEARCH_HEAP="${CHAOS_OS_HEAP:-512m}" scripts/stack.sh up opensearch >/dev/null 2>"$WORK/os_node_kill-cluster.log" \
     || fail "os_node_kill: the 2-node cluster did not start"
   export OPENSEARCH_URL="http://127.0.0.1:$CLUSTER_PORT,http://127.0.0.1:$((CLUSTER_PORT + 1))" OPENSEARCH_REPLICAS=1
   # the node to kill: the one that is not the elected cluster manager ("Node 1" or "Node 2")

@@ -259,7 +259,12 @@ mod tests {
         let urls = parse_node_urls(" http://127.0.0.1:9200 ,http://127.0.0.1:9201/ ").unwrap();
         let urls: Vec<&str> = urls.iter().map(Url::as_str).collect();
         assert_eq!(urls, ["http://127.0.0.1:9200/", "http://127.0.0.1:9201/"]);
-        assert_eq!(parse_node_urls("https://os.example:443/base").unwrap().len(), 1);
+        assert_eq!(
+            parse_node_urls("https://os.example:443/base")
+                .unwrap()
+                .len(),
+            1
+        );
         // the same node twice is allowed (it gets twice the requests)
         assert_eq!(parse_node_urls("http://a:1,http://a:1").unwrap().len(), 2);
     }
@@ -271,7 +276,10 @@ mod tests {
             other => panic!("{list}: expected a Config error, got {other:?}"),
         };
         let m = message("http://127.0.0.1:9200,not a url");
-        assert!(m.contains("'not a url'") && m.contains("entry 2 of 2"), "{m}");
+        assert!(
+            m.contains("'not a url'") && m.contains("entry 2 of 2"),
+            "{m}"
+        );
         let m = message("http://127.0.0.1:9200,,http://127.0.0.1:9201");
         assert!(m.contains("entry 2 of 3") && m.contains("empty"), "{m}");
         let m = message("");
@@ -279,12 +287,18 @@ mod tests {
         let m = message("http://127.0.0.1:9200,");
         assert!(m.contains("entry 2 of 2") && m.contains("empty"), "{m}");
         let m = message("ftp://127.0.0.1:9200");
-        assert!(m.contains("'ftp://127.0.0.1:9200'") && m.contains("scheme"), "{m}");
+        assert!(
+            m.contains("'ftp://127.0.0.1:9200'") && m.contains("scheme"),
+            "{m}"
+        );
         let m = message("127.0.0.1:9200");
         assert!(m.contains("'127.0.0.1:9200'"), "{m}");
         let m = message("http://127.0.0.1:9200/?pretty");
         assert!(m.contains("query"), "{m}");
-        assert!(matches!(NodePool::new(Vec::new()), Err(SearchError::Config(_))));
+        assert!(matches!(
+            NodePool::new(Vec::new()),
+            Err(SearchError::Config(_))
+        ));
     }
 
     #[test]
