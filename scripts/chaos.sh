@@ -9,12 +9,23 @@
 #   pg_restart   PostgreSQL stopped (-m fast) and started again
 #   os_pause     OpenSearch frozen with SIGSTOP for 25 s, then SIGCONT
 #   os_kill      OpenSearch killed (SIGKILL) and started again
+#   os_node_kill a 2-node OpenSearch cluster of its own (CHAOS_OS_PORT [9210] and the next port,
+#                transport ports 100 above, under a temporary STACK_DIR; OPENSEARCH_REPLICAS=1):
+#                the node that is not the elected cluster manager is killed (SIGKILL) for good.
+#                With two cluster-manager-eligible nodes the voting configuration holds only
+#                one of them, the elected one (an even count cannot win a majority after a
+#                split): killing the other leaves a working cluster of one node whose shard
+#                copies are promoted, while killing the elected one would leave the survivor
+#                unable to elect itself, a cluster down for good rather than a failover.
+#                The shared stack's OpenSearch is not touched; the cluster is stopped and its
+#                directory removed afterwards.
 #   s3_export    S3 stopped for a few seconds in the middle of an export of
 #                every imported row; the export must end with every row, or
 #                fail cleanly with no object
 #
 # Run by scripts/test.sh after the other tests, since it stops the shared
-# services. Stops everything it started (by PID) on exit.
+# services. Stops everything it started (by PID) on exit. The shared stack is
+# the one under STACK_DIR (default .stack), as scripts/stack.sh has it.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -24,8 +35,14 @@ eval "$(scripts/stack.sh env)"
 cargo build --locked --bin api-server --bin job-runner --bin retry-runner 2>&1 | tail -1
 
 ROWS=${CHAOS_ROWS:-300000}
-CASES=${CHAOS_CASES:-pg_restart,os_pause,os_kill,s3_export}
+CASES=${CHAOS_CASES:-pg_restart,os_pause,os_kill,os_node_kill,s3_export}
 WORK=$(mktemp -d)
+SHARED_STACK=${STACK_DIR:-.stack}
+SHARED_OS_URL=$OPENSEARCH_URL
+OS_CHECK_URL=$OPENSEARCH_URL   # the node the checks ask
+CLUSTER_DIR=""                 # os_node_kill's 2-node cluster (STACK_DIR of its own)
+CLUSTER_PORT=${CHAOS_OS_PORT:-9210}
+VICTIM_PIDFILE=""
 PORT=${CHAOS_PORT:-18091}
 PG_ADMIN="postgres://postgres@127.0.0.1:${PG_PORT:-5433}/postgres"
 python3 scripts/bench/gen_contacts.py "$ROWS" > "$WORK/contacts.csv"
@@ -42,18 +59,61 @@ stop_processes() {
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
   PIDS=()
 }
+# The concrete indices of the case: those named {prefix}_* and those behind the names
+# {prefix}_contacts and {prefix}_companies, whether these are indices or aliases.
+case_indices() {
+  local p=$OPENSEARCH_INDEX_PREFIX
+  {
+    curl -fsS --max-time 10 "$OS_CHECK_URL/_cat/indices/${p}_*?h=index&expand_wildcards=all" 2>/dev/null || true
+    curl -fsS --max-time 10 "$OS_CHECK_URL/_alias/${p}_contacts,${p}_companies?ignore_unavailable=true" 2>/dev/null \
+      | python3 -c "import json,sys; print('\n'.join(json.load(sys.stdin)))" 2>/dev/null || true
+  } | tr -s '[:space:]' '\n' | sed '/^$/d' | sort -u | paste -sd, -
+}
 drop_case() {
   [ -n "$DB" ] || return 0
   psql -qX "$PG_ADMIN" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
-  curl -fsS -X DELETE "$OPENSEARCH_URL/${OPENSEARCH_INDEX_PREFIX}_contacts,${OPENSEARCH_INDEX_PREFIX}_companies?ignore_unavailable=true" >/dev/null 2>&1 || true
+  local names
+  names=$(case_indices)
+  # deleting an index deletes its aliases
+  [ -z "$names" ] || curl -fsS --max-time 30 -X DELETE "$OS_CHECK_URL/$names?ignore_unavailable=true" >/dev/null 2>&1 || true
   DB=""
+}
+# os_node_kill's cluster: two nodes on CLUSTER_PORT and the next port, under a STACK_DIR of
+# its own (the shared stack's jars linked in, so nothing is fetched again).
+cluster_up() {
+  CLUSTER_DIR="$WORK/os-cluster"
+  mkdir -p "$CLUSTER_DIR/opensearch"
+  [ -d "$SHARED_STACK/opensearch/lib" ] && ln -s "$(cd "$SHARED_STACK/opensearch/lib" && pwd -P)" "$CLUSTER_DIR/opensearch/lib"
+  STACK_DIR="$CLUSTER_DIR" OPENSEARCH_NODES=2 OPENSEARCH_PORT="$CLUSTER_PORT" OPENSEARCH_TRANSPORT_PORT=$((CLUSTER_PORT + 100)) \
+    OPENSEARCH_HEAP="${CHAOS_OS_HEAP:-512m}" scripts/stack.sh up opensearch >/dev/null 2>"$WORK/os_node_kill-cluster.log" \
+    || fail "os_node_kill: the 2-node cluster did not start"
+  export OPENSEARCH_URL="http://127.0.0.1:$CLUSTER_PORT,http://127.0.0.1:$((CLUSTER_PORT + 1))" OPENSEARCH_REPLICAS=1
+  # the node to kill: the one that is not the elected cluster manager ("Node 1" or "Node 2")
+  local manager
+  manager=$(curl -fsS --max-time 10 "http://127.0.0.1:$CLUSTER_PORT/_cat/cluster_manager?h=node" | tr -d '[:space:]')
+  case "$manager" in
+    Node1) VICTIM_PIDFILE="$CLUSTER_DIR/opensearch-2.pid"; OS_CHECK_URL="http://127.0.0.1:$CLUSTER_PORT" ;;
+    Node2) VICTIM_PIDFILE="$CLUSTER_DIR/opensearch.pid"; OS_CHECK_URL="http://127.0.0.1:$((CLUSTER_PORT + 1))" ;;
+    *) fail "os_node_kill: no elected cluster manager ('$manager')" ;;
+  esac
+  echo "chaos: os_node_kill: cluster manager is $manager; the other node (pid $(cat "$VICTIM_PIDFILE")) will be killed" >&2
+}
+cluster_down() {
+  [ -n "$CLUSTER_DIR" ] || return 0
+  STACK_DIR="$CLUSTER_DIR" OPENSEARCH_PORT="$CLUSTER_PORT" scripts/stack.sh down opensearch >/dev/null 2>&1 || true
+  rm -rf "$CLUSTER_DIR"
+  CLUSTER_DIR=""
+  export OPENSEARCH_URL="$SHARED_OS_URL"
+  unset OPENSEARCH_REPLICAS
+  OS_CHECK_URL=$SHARED_OS_URL
 }
 cleanup() {
   stop_processes
-  # a case that failed midway may have left a service stopped or frozen
-  [ -f .stack/opensearch.pid ] && kill -CONT "$(cat .stack/opensearch.pid)" 2>/dev/null || true
-  scripts/stack.sh up >/dev/null 2>&1 || true
   drop_case
+  cluster_down
+  # a case that failed midway may have left a service stopped or frozen
+  [ -f "$SHARED_STACK/opensearch.pid" ] && kill -CONT "$(cat "$SHARED_STACK/opensearch.pid")" 2>/dev/null || true
+  scripts/stack.sh up >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -63,7 +123,7 @@ job_field() { # uuid python-expression -> value, or empty while the API cannot a
   curl -fsS --max-time 5 "${H[@]}" "$API/common/jobs/$1" 2>/dev/null \
     | python3 -c "import json,sys; d=json.load(sys.stdin)['data']; print($2)" 2>/dev/null || true
 }
-os_pid() { cat .stack/opensearch.pid; }
+os_pid() { cat "$SHARED_STACK/opensearch.pid"; }
 
 inject() {
   case "$1" in
@@ -79,6 +139,12 @@ inject() {
       kill -KILL "$(os_pid)"
       while kill -0 "$(os_pid)" 2>/dev/null; do sleep 0.2; done
       scripts/stack.sh up opensearch >/dev/null ;;
+    os_node_kill)
+      # for good: never started again (cluster_down only removes what is left)
+      local victim
+      victim=$(cat "$VICTIM_PIDFILE")
+      kill -KILL "$victim"
+      while kill -0 "$victim" 2>/dev/null; do sleep 0.2; done ;;
     s3_export)
       scripts/stack.sh down s3 >/dev/null
       sleep 3
@@ -116,6 +182,7 @@ run_case() {
   local name=$1 started
   started=$(date +%s)
   DB="connectra_chaos_${name}_$$"
+  [ "$name" = os_node_kill ] && cluster_up
   psql -qX "$PG_ADMIN" -c "CREATE DATABASE $DB"
   export DATABASE_URL="postgres://postgres@127.0.0.1:${PG_PORT:-5433}/$DB"
   export OPENSEARCH_INDEX_PREFIX="chaos_${name}_$$"
@@ -139,9 +206,9 @@ run_case() {
   rows=$(job_field "$uuid" "d['rows_processed']")
   attempts=$(job_field "$uuid" "d['attempts']")
   [ "$rows" = "$ROWS" ] || fail "$name: rows_processed $rows, the file has $ROWS"
-  curl -fsS -X POST "$OPENSEARCH_URL/${OPENSEARCH_INDEX_PREFIX}_contacts/_refresh" >/dev/null
+  curl -fsS -X POST "$OS_CHECK_URL/${OPENSEARCH_INDEX_PREFIX}_contacts/_refresh" >/dev/null
   psql -qAtX "$DATABASE_URL" -c "SELECT uuid FROM contacts" > "$WORK/pg.txt"
-  python3 - "$OPENSEARCH_URL/${OPENSEARCH_INDEX_PREFIX}_contacts/_search" "$WORK/pg.txt" "$ROWS" <<'PY' || fail "$name: the stores differ"
+  python3 - "$OS_CHECK_URL/${OPENSEARCH_INDEX_PREFIX}_contacts/_search" "$WORK/pg.txt" "$ROWS" <<'PY' || fail "$name: the stores differ"
 import json, sys, urllib.request
 url, pg_file, rows = sys.argv[1], sys.argv[2], int(sys.argv[3])
 pg = set(open(pg_file).read().split())
@@ -187,6 +254,7 @@ PY
   fi
   stop_processes
   drop_case
+  cluster_down
 }
 
 passed=0

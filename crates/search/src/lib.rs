@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod document;
+mod nodes;
 mod opensearch;
 mod page;
 mod postgres;
@@ -14,6 +15,7 @@ use futures::future::BoxFuture;
 use serde::Serialize;
 
 pub use crate::document::fold_case;
+pub use crate::nodes::parse_node_urls;
 pub use crate::opensearch::{
     index_definition, to_opensearch_query, OpenSearchBackend, DEFAULT_BULK_MAX_BYTES,
     DEFAULT_INDEX_PREFIX,

@@ -13,9 +13,8 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use opensearch::http::headers::HeaderMap;
 use opensearch::http::response::Response;
-use opensearch::http::transport::{SingleNodeConnectionPool, TransportBuilder};
+use opensearch::http::transport::TransportBuilder;
 use opensearch::http::Method;
-use opensearch::http::Url;
 use opensearch::indices::{
     IndicesCreateParts, IndicesDeleteParts, IndicesExistsParts, IndicesRefreshParts,
 };
@@ -25,6 +24,7 @@ use serde_json::{json, Map, Value};
 use crate::document::{
     check_cursor, cursor_from_sort_value, epoch_millis, fold_case, format_timestamp_full,
 };
+use crate::nodes::{parse_node_urls, NodePool};
 use crate::page::{self, Hit};
 use crate::scroll::{scroll, View};
 use crate::{Document, JsonDocument, Page, RejectedDocument, SearchBackend, SearchError};
@@ -64,9 +64,11 @@ fn index_suffix(service: Service) -> &'static str {
 // Index definition
 // ---------------------------------------------------------------------------
 
-/// The `PUT /{index}` body for `service`: settings (one shard, no replicas,
-/// the lower-case normalizer) and a strict mapping derived from the catalogue.
-pub fn index_definition(service: Service) -> Value {
+/// The `PUT /{index}` body for `service`: settings (one shard, `replicas`
+/// replicas, the lower-case normalizer) and a strict mapping derived from the
+/// catalogue. A single node needs 0 replicas to be green; with `n` nodes up
+/// to `n - 1` replicas keep every document on another node too.
+pub fn index_definition(service: Service, replicas: u32) -> Value {
     let properties: Map<String, Value> = catalogue::fields(service)
         .iter()
         .map(|f| (f.name.to_owned(), field_mapping(f)))
@@ -74,7 +76,7 @@ pub fn index_definition(service: Service) -> Value {
     json!({
         "settings": {
             "number_of_shards": 1,
-            "number_of_replicas": 0,
+            "number_of_replicas": replicas,
             "analysis": {
                 "normalizer": {
                     NORMALIZER: { "type": "custom", "char_filter": [], "filter": ["lowercase"] }
@@ -456,26 +458,39 @@ fn read_bulk_response(body: &Value, sent: &[&BulkItem]) -> Result<BulkOutcome, S
 #[derive(Debug, Clone)]
 pub struct OpenSearchBackend {
     client: OpenSearch,
+    /// The client's nodes; requests go through [`NodePool::send`].
+    nodes: NodePool,
     prefix: String,
     bulk_max_bytes: usize,
+    replicas: u32,
 }
 
 impl OpenSearchBackend {
-    /// A client for the node at `url` (e.g. `http://127.0.0.1:9200`), using
-    /// the default index prefix. Connects lazily; see [`SearchBackend::ping`].
-    pub fn new(url: &str) -> Result<Self, SearchError> {
-        let url = Url::parse(url)
-            .map_err(|e| SearchError::Config(format!("OpenSearch URL '{url}': {e}")))?;
-        let transport = TransportBuilder::new(SingleNodeConnectionPool::new(url))
+    /// A client for the nodes of one cluster at `urls` (e.g.
+    /// `http://127.0.0.1:9200`, or several, comma-separated: requests take
+    /// turns and fail over, see `nodes.rs`), using the default index prefix
+    /// and no replicas. Connects lazily; see [`SearchBackend::ping`].
+    pub fn new(urls: &str) -> Result<Self, SearchError> {
+        let nodes = NodePool::new(parse_node_urls(urls)?)?;
+        let transport = TransportBuilder::new(nodes.clone())
             .disable_proxy()
             .timeout(REQUEST_TIMEOUT)
             .build()
             .map_err(|e| SearchError::Config(format!("OpenSearch client: {e}")))?;
         Ok(Self {
             client: OpenSearch::new(transport),
+            nodes,
             prefix: DEFAULT_INDEX_PREFIX.to_owned(),
             bulk_max_bytes: DEFAULT_BULK_MAX_BYTES,
+            replicas: 0,
         })
+    }
+
+    /// Creates indices with `replicas` replicas of their shard (default 0,
+    /// so that a single node is green; `OPENSEARCH_REPLICAS`).
+    pub fn with_replicas(mut self, replicas: u32) -> Self {
+        self.replicas = replicas;
+        self
     }
 
     /// Uses indices `{prefix}_contacts` and `{prefix}_companies` (tests
@@ -503,11 +518,15 @@ impl OpenSearchBackend {
         let names: Vec<String> = Service::ALL.iter().map(|s| self.index_name(*s)).collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let response = self
-            .client
-            .indices()
-            .delete(IndicesDeleteParts::Index(&names))
-            .ignore_unavailable(true)
-            .send()
+            .nodes
+            .send(REQUEST_TIMEOUT, || async {
+                self.client
+                    .indices()
+                    .delete(IndicesDeleteParts::Index(&names))
+                    .ignore_unavailable(true)
+                    .send()
+                    .await
+            })
             .await
             .map_err(unreachable)?;
         read_json(response).await.map(drop)
@@ -516,10 +535,14 @@ impl OpenSearchBackend {
     async fn ensure_index(&self, service: Service) -> Result<(), SearchError> {
         let name = self.index_name(service);
         let response = self
-            .client
-            .indices()
-            .exists(IndicesExistsParts::Index(&[&name]))
-            .send()
+            .nodes
+            .send(REQUEST_TIMEOUT, || async {
+                self.client
+                    .indices()
+                    .exists(IndicesExistsParts::Index(&[&name]))
+                    .send()
+                    .await
+            })
             .await
             .map_err(unreachable)?;
         match response.status_code().as_u16() {
@@ -529,12 +552,17 @@ impl OpenSearchBackend {
                 read_json(response).await?;
             }
         }
+        let definition = index_definition(service, self.replicas);
         let response = self
-            .client
-            .indices()
-            .create(IndicesCreateParts::Index(&name))
-            .body(index_definition(service))
-            .send()
+            .nodes
+            .send(REQUEST_TIMEOUT, || async {
+                self.client
+                    .indices()
+                    .create(IndicesCreateParts::Index(&name))
+                    .body(&definition)
+                    .send()
+                    .await
+            })
             .await
             .map_err(unreachable)?;
         match read_json(response).await {
@@ -635,11 +663,16 @@ impl OpenSearchBackend {
         for item in items {
             body.extend_from_slice(&item.lines);
         }
+        // one try: a failed node is marked down, and bulk_index sends the
+        // request again (to another node) after its pause
         let response = self
-            .client
-            .bulk(BulkParts::Index(index))
-            .body(vec![body])
-            .send()
+            .nodes
+            .send(Duration::ZERO, || {
+                self.client
+                    .bulk(BulkParts::Index(index))
+                    .body(vec![body.as_slice()])
+                    .send()
+            })
             .await
             .map_err(unreachable)?;
         if response.status_code().as_u16() == 429 {
@@ -696,10 +729,10 @@ impl OpenSearchBackend {
             None => SearchParts::Index(&indices),
         };
         let response = self
-            .client
-            .search(parts)
-            .body(body)
-            .send()
+            .nodes
+            .send(REQUEST_TIMEOUT, || {
+                self.client.search(parts.clone()).body(&body).send()
+            })
             .await
             .map_err(unreachable)?;
         let body = read_json(response).await?;
@@ -717,9 +750,13 @@ impl OpenSearchBackend {
             "/{}/_search/point_in_time?keep_alive={PIT_KEEP_ALIVE}",
             self.index_name(service)
         );
+        // any node can open it, and any node can search it later
         let response = self
-            .client
-            .send::<(), ()>(Method::Post, &path, HeaderMap::new(), None, None, None)
+            .nodes
+            .send(REQUEST_TIMEOUT, || {
+                self.client
+                    .send::<(), ()>(Method::Post, &path, HeaderMap::new(), None, None, None)
+            })
             .await
             .map_err(unreachable)?;
         let body = read_json(response).await?;
@@ -732,17 +769,19 @@ impl OpenSearchBackend {
     /// Closes a point in time; failures only cost the node memory until the
     /// keep-alive runs out, so they are logged, not returned.
     async fn close_pit(&self, id: &str) {
-        let body = opensearch::http::request::JsonBody::new(json!({ "pit_id": [id] }));
+        let body = json!({ "pit_id": [id] });
         let sent = self
-            .client
-            .send::<_, ()>(
-                Method::Delete,
-                "/_search/point_in_time",
-                HeaderMap::new(),
-                None,
-                Some(body),
-                None,
-            )
+            .nodes
+            .send(REQUEST_TIMEOUT, || {
+                self.client.send::<_, ()>(
+                    Method::Delete,
+                    "/_search/point_in_time",
+                    HeaderMap::new(),
+                    None,
+                    Some(opensearch::http::request::JsonBody::new(&body)),
+                    None,
+                )
+            })
             .await;
         if let Err(e) = sent {
             tracing::warn!(error = %e, "closing an OpenSearch point in time failed");
@@ -752,17 +791,25 @@ impl OpenSearchBackend {
     async fn refresh_index(&self, service: Service) -> Result<(), SearchError> {
         let name = self.index_name(service);
         let response = self
-            .client
-            .indices()
-            .refresh(IndicesRefreshParts::Index(&[&name]))
-            .send()
+            .nodes
+            .send(REQUEST_TIMEOUT, || async {
+                self.client
+                    .indices()
+                    .refresh(IndicesRefreshParts::Index(&[&name]))
+                    .send()
+                    .await
+            })
             .await
             .map_err(unreachable)?;
         read_json(response).await.map(drop)
     }
 
     async fn ping_node(&self) -> Result<(), SearchError> {
-        let response = self.client.ping().send().await.map_err(unreachable)?;
+        let response = self
+            .nodes
+            .send(REQUEST_TIMEOUT, || self.client.ping().send())
+            .await
+            .map_err(unreachable)?;
         let status = response.status_code();
         if status.is_success() {
             Ok(())
@@ -1134,8 +1181,11 @@ mod tests {
 
     #[test]
     fn mapping_follows_the_catalogue() {
-        let def = index_definition(Service::Contact);
+        let def = index_definition(Service::Contact, 0);
         assert_eq!(def["settings"]["number_of_replicas"], json!(0));
+        let replicated = index_definition(Service::Contact, 1);
+        assert_eq!(replicated["settings"]["number_of_replicas"], json!(1));
+        assert_eq!(replicated["mappings"], def["mappings"]);
         assert_eq!(def["mappings"]["dynamic"], json!("strict"));
         let props = &def["mappings"]["properties"];
         assert_eq!(
@@ -1158,7 +1208,7 @@ mod tests {
             props["extra"],
             json!({ "type": "object", "enabled": false })
         );
-        let company = index_definition(Service::Company);
+        let company = index_definition(Service::Company, 0);
         assert_eq!(
             company["mappings"]["properties"]["employees_count"],
             json!({ "type": "integer" })

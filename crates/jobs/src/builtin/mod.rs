@@ -99,7 +99,8 @@ pub async fn search_from_settings(
         Some(url) => Arc::new(
             connectra_search::OpenSearchBackend::new(url)
                 .map_err(SetupError::SearchUrl)?
-                .with_index_prefix(&settings.opensearch_index_prefix),
+                .with_index_prefix(&settings.opensearch_index_prefix)
+                .with_replicas(settings.opensearch_replicas),
         ),
         None => Arc::new(connectra_search::PostgresBackend::new(pool)),
     };
