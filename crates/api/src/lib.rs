@@ -11,9 +11,9 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, HttpRequest, HttpResponse};
-use connectra_domain::job::{parse_create_request, parse_list_request, CreateRules};
+use connectra_domain::job::{parse_create_request, parse_list_request, CreateRules, JobStatus};
 use connectra_domain::ErrorCode;
-use connectra_persistence::jobs::CancelOutcome;
+use connectra_persistence::jobs::{CancelOutcome, RetryOutcome};
 use connectra_persistence::JobRepo;
 use connectra_search::{PostgresBackend, SearchBackend};
 use connectra_storage::Storage;
@@ -130,6 +130,7 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
                     .route("/jobs", web::post().to(list_jobs))
                     .route("/jobs/{uuid}", web::get().to(get_job))
                     .route("/jobs/{uuid}/cancel", web::post().to(cancel_job))
+                    .route("/jobs/{uuid}/retry", web::post().to(retry_job))
                     .route("/upload-url", web::get().to(upload_url))
                     .route(
                         "/jobs/{uuid}/download-url",
@@ -456,6 +457,38 @@ async fn cancel_job(
             ErrorCode::Conflict,
             format!(
                 "job '{}' has already finished with status '{}'",
+                job.uuid, job.status
+            ),
+        )),
+    }
+}
+
+/// The guide's "Manual Retry" as an endpoint: a failed job runs again,
+/// from its checkpoint, as soon as a retry runner takes it.
+async fn retry_job(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let uuid = parse_uuid(&path)?;
+    let outcome = state
+        .inner
+        .repo
+        .retry(uuid)
+        .await?
+        .ok_or_else(|| ApiError::job_not_found(&uuid))?;
+    match outcome {
+        RetryOutcome::Scheduled(job) => Ok(HttpResponse::Ok().json(json!({
+            "message": "Job scheduled for a retry; it resumes from its checkpoint",
+            "success": true, "data": job
+        }))),
+        RetryOutcome::NotRetryable(job) if job.status == JobStatus::Failed => Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("job '{}' was cancelled; a cancelled job never runs again (create a new job with the same data instead)", job.uuid),
+        )),
+        RetryOutcome::NotRetryable(job) => Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!(
+                "job '{}' is '{}'; only a failed job can be retried",
                 job.uuid, job.status
             ),
         )),

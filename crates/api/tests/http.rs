@@ -428,3 +428,58 @@ async fn ready_reports_503_when_the_database_is_gone() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(error_code(&body), "ERR_UNAVAILABLE");
 }
+
+#[actix_web::test]
+async fn only_a_failed_job_can_be_retried_and_a_retry_makes_it_due_now() {
+    let db = TestDb::new().await;
+    let app = app!(db);
+    let (_, created) = call(&app, post("/common/jobs/create", insert_job()).to_request()).await;
+    let uuid = created["data"]["uuid"].as_str().unwrap().to_string();
+    let retry = |uuid: &str| post(&format!("/common/jobs/{uuid}/retry"), json!({})).to_request();
+
+    let (status, body) = call(&app, retry(&uuid)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(error_code(&body), "ERR_CONFLICT");
+    assert!(
+        body["error"].as_str().unwrap().contains("'open'"),
+        "{body}"
+    );
+
+    // failed for good: its retries used up, no run_after
+    let (client, conn) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .execute(
+            "UPDATE jobs SET status = 'failed', attempts = 4, run_after = NULL WHERE uuid::text = $1",
+            &[&uuid],
+        )
+        .await
+        .unwrap();
+    let (status, body) = call(&app, retry(&uuid)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["status"], "failed");
+    assert_eq!(body["data"]["attempts"], 4, "attempts go on counting");
+    let due: bool = client
+        .query_one(
+            "SELECT run_after <= now() FROM jobs WHERE uuid::text = $1",
+            &[&uuid],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(due, "a retried job is due at once");
+
+    // a cancelled job never runs again
+    call(&app, post(&format!("/common/jobs/{uuid}/cancel"), json!({})).to_request()).await;
+    let (status, body) = call(&app, retry(&uuid)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("cancelled"), "{body}");
+
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let (status, body) = call(&app, retry(&unknown)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, body) = call(&app, retry("not-a-uuid")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}

@@ -212,10 +212,36 @@ async fn in_process_runners_run_the_jobs_created_over_http_and_stop_with_the_ser
     let db = TestDb::new().await;
     let server = Server::start(settings(db.url(), &[("RUN_JOBS_IN_PROCESS", "true")]).unwrap());
     server.ready().await;
-    let (code, created) = server.post("/common/jobs/create", &missing_import()).await;
+    let import = missing_import();
+    let (code, created) = server.post("/common/jobs/create", &import).await;
     assert_eq!(code, 201, "{created}");
     let uuid = created["data"]["uuid"].as_str().unwrap();
     assert_eq!(settled_status(&server, uuid).await, "failed");
+    assert_eq!(stored(db.url(), uuid).await, ("failed".to_string(), 1, false));
+
+    // the manual retry of a job that used up its retries (retry_count 0):
+    // once the file is there, the in-process retry runner completes it
+    let key = import["job_data"]["s3_key"].as_str().unwrap();
+    common::storage()
+        .put_bytes(&common::bucket(), key, b"name\nAcme\n", "text/csv")
+        .await
+        .unwrap();
+    let (code, retried) = server
+        .post(&format!("/common/jobs/{uuid}/retry"), &json!({}))
+        .await;
+    assert_eq!(code, 200, "{retried}");
+    let done = eventually(Duration::from_secs(60), "the retried job to complete", || async {
+        match stored(db.url(), uuid).await {
+            (status, attempts, false) if status == "completed" => Ok(attempts),
+            other => Err(format!("job {uuid} is {other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(done, 2, "attempts go on counting");
+    let (code, again) = server
+        .post(&format!("/common/jobs/{uuid}/retry"), &json!({}))
+        .await;
+    assert_eq!(code, 409, "a completed job is not retried: {again}");
     server.stop().await;
 }
 

@@ -123,6 +123,15 @@ pub enum CancelOutcome {
     AlreadyFinished(Job),
 }
 
+/// What a manual retry request did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RetryOutcome {
+    /// The failed job is due for a retry now; the retry runner takes it.
+    Scheduled(Job),
+    /// The job is not failed, or was cancelled; nothing changed.
+    NotRetryable(Job),
+}
+
 /// Which runner mode a claim is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClaimKind {
@@ -385,6 +394,35 @@ impl JobRepo {
         }
         drop(conn);
         Ok(self.get(uuid).await?.map(CancelOutcome::AlreadyFinished))
+    }
+
+    /// The guide's "Manual Retry": a failed job, including one that has used
+    /// up its `retry_count`, becomes due at once (`run_after = now()`), and
+    /// the retry runners are woken. It resumes from its checkpoint and
+    /// `attempts` goes on counting; should this attempt fail too, the usual
+    /// rule applies (a retry only while `attempts <= retry_count`). A
+    /// cancelled job never runs again, so it is not retryable.
+    pub async fn retry(&self, uuid: Uuid) -> Result<Option<RetryOutcome>> {
+        let mut conn = self.pool.get().await?;
+        let scheduled: Option<Job> = diesel::sql_query(format!(
+            "WITH retried AS (
+                 UPDATE jobs SET run_after = now(), updated_at = now()
+                 WHERE uuid = $1 AND {failed} AND NOT cancel_requested
+                   AND (job_response->>'cancelled') IS DISTINCT FROM 'true'
+                 RETURNING *)
+             SELECT retried.*, pg_notify('{JOBS_CHANNEL}', retried.status)::text AS notified
+             FROM retried",
+            failed = is_one_of("status", [moves::CLAIM_RETRY.from()]),
+        ))
+        .bind::<diesel::sql_types::Uuid, _>(uuid)
+        .get_result(&mut conn)
+        .await
+        .optional()?;
+        if let Some(job) = scheduled {
+            return Ok(Some(RetryOutcome::Scheduled(job)));
+        }
+        drop(conn);
+        Ok(self.get(uuid).await?.map(RetryOutcome::NotRetryable))
     }
 
     /// Atomically claims up to `max` claimable jobs of the given types for
