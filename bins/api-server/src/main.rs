@@ -8,7 +8,7 @@ use connectra_jobs::process::{init_tracing, shutdown_on_signal};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let settings = Settings::load()?;
-    init_tracing();
+    init_tracing(settings.log_format);
     if std::env::args().nth(1).as_deref() == Some("migrate") {
         connectra_api::migrate(&settings).await?;
         return Ok(());

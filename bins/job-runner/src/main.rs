@@ -7,7 +7,7 @@ use connectra_jobs::Mode;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let settings = Settings::load()?;
-    init_tracing();
+    init_tracing(settings.log_format);
     run_runner(&settings, Mode::FirstTime, shutdown_on_signal()?).await?;
     Ok(())
 }

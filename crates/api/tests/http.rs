@@ -440,10 +440,7 @@ async fn only_a_failed_job_can_be_retried_and_a_retry_makes_it_due_now() {
     let (status, body) = call(&app, retry(&uuid)).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(error_code(&body), "ERR_CONFLICT");
-    assert!(
-        body["error"].as_str().unwrap().contains("'open'"),
-        "{body}"
-    );
+    assert!(body["error"].as_str().unwrap().contains("'open'"), "{body}");
 
     // failed for good: its retries used up, no run_after
     let (client, conn) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
@@ -472,10 +469,17 @@ async fn only_a_failed_job_can_be_retried_and_a_retry_makes_it_due_now() {
     assert!(due, "a retried job is due at once");
 
     // a cancelled job never runs again
-    call(&app, post(&format!("/common/jobs/{uuid}/cancel"), json!({})).to_request()).await;
+    call(
+        &app,
+        post(&format!("/common/jobs/{uuid}/cancel"), json!({})).to_request(),
+    )
+    .await;
     let (status, body) = call(&app, retry(&uuid)).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("cancelled"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("cancelled"),
+        "{body}"
+    );
 
     let unknown = uuid::Uuid::new_v4().to_string();
     let (status, body) = call(&app, retry(&unknown)).await;

@@ -217,7 +217,10 @@ async fn in_process_runners_run_the_jobs_created_over_http_and_stop_with_the_ser
     assert_eq!(code, 201, "{created}");
     let uuid = created["data"]["uuid"].as_str().unwrap();
     assert_eq!(settled_status(&server, uuid).await, "failed");
-    assert_eq!(stored(db.url(), uuid).await, ("failed".to_string(), 1, false));
+    assert_eq!(
+        stored(db.url(), uuid).await,
+        ("failed".to_string(), 1, false)
+    );
 
     // the manual retry of a job that used up its retries (retry_count 0):
     // once the file is there, the in-process retry runner completes it
@@ -230,12 +233,16 @@ async fn in_process_runners_run_the_jobs_created_over_http_and_stop_with_the_ser
         .post(&format!("/common/jobs/{uuid}/retry"), &json!({}))
         .await;
     assert_eq!(code, 200, "{retried}");
-    let done = eventually(Duration::from_secs(60), "the retried job to complete", || async {
-        match stored(db.url(), uuid).await {
-            (status, attempts, false) if status == "completed" => Ok(attempts),
-            other => Err(format!("job {uuid} is {other:?}")),
-        }
-    })
+    let done = eventually(
+        Duration::from_secs(60),
+        "the retried job to complete",
+        || async {
+            match stored(db.url(), uuid).await {
+                (status, attempts, false) if status == "completed" => Ok(attempts),
+                other => Err(format!("job {uuid} is {other:?}")),
+            }
+        },
+    )
     .await;
     assert_eq!(done, 2, "attempts go on counting");
     let (code, again) = server

@@ -12,6 +12,19 @@ use serde::Deserialize;
 #[error("configuration error: {0}")]
 pub struct ConfigError(String);
 
+/// `LOG_FORMAT`: how the binaries write their logs to stderr.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Lines for people at a terminal (the default).
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors: the event's fields at
+    /// the top level, the job's span (`job_uuid`, `job_type`, `attempt`)
+    /// under `span`.
+    Json,
+}
+
 /// A string that never prints (passwords, keys).
 #[derive(Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
@@ -77,6 +90,9 @@ pub struct Settings {
     /// Indices are `{prefix}_contacts` and `{prefix}_companies`.
     pub opensearch_index_prefix: String,
     pub export_escape_formulas: bool,
+    /// `LOG_FORMAT`: `text` (default) or `json`.
+    #[serde(default)]
+    pub log_format: LogFormat,
 }
 
 /// The default of every setting that has one, and of the runner knobs that
@@ -357,6 +373,17 @@ mod tests {
         assert_eq!(s.s3_region, defaults::S3_REGION);
         assert_eq!(s.opensearch_index_prefix, defaults::OPENSEARCH_INDEX_PREFIX);
         assert_eq!(s.opensearch_replicas, defaults::OPENSEARCH_REPLICAS);
+        assert_eq!(s.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn log_format_is_text_or_json_and_anything_else_names_the_variable() {
+        let s = Settings::load_from(None, env(&[DB, ("LOG_FORMAT", "json")])).unwrap();
+        assert_eq!(s.log_format, LogFormat::Json);
+        let s = Settings::load_from(None, env(&[DB, ("LOG_FORMAT", "text")])).unwrap();
+        assert_eq!(s.log_format, LogFormat::Text);
+        let e = Settings::load_from(None, env(&[DB, ("LOG_FORMAT", "xml")])).unwrap_err();
+        assert!(e.to_string().to_lowercase().contains("log_format"), "{e}");
     }
 
     #[test]

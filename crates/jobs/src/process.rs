@@ -33,14 +33,26 @@ pub enum SetupError {
     },
 }
 
-/// Structured logs to stderr, filtered by `RUST_LOG` (default `info`).
-pub fn init_tracing() {
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`), as text lines
+/// or, with `LOG_FORMAT=json`, one JSON object per line: the event's fields
+/// (`rows`, `batch`, `error`, …) at the top level, the current span's
+/// (`job_uuid`, `job_type`, `attempt`) under `span`, and every open span
+/// (the runner's `runner_id` and `mode` too) under `spans`.
+pub fn init_tracing(format: connectra_config::LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        connectra_config::LogFormat::Text => builder.try_init(),
+        connectra_config::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(true)
+            .try_init(),
+    };
 }
 
 /// A token cancelled on the first SIGTERM or SIGINT.

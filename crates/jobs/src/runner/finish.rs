@@ -92,7 +92,8 @@ async fn complete(s: &Shared, completions: &[(Job, JobResponse)]) {
 
 /// Writes the outcome of a job that did not complete.
 async fn settle(s: &Shared, job: &Job, setback: Setback) {
-    let span = tracing::info_span!("job", job_uuid = %job.uuid, attempt = job.attempts);
+    let span = tracing::info_span!("job", job_uuid = %job.uuid, job_type = %job.job_type,
+        attempt = job.attempts);
     async {
         let mut response = JobResponse::default();
         match setback {

@@ -16,7 +16,7 @@ use connectra_persistence::{build_pool, JobRepo};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    init_tracing();
+    init_tracing(connectra_config::LogFormat::default());
     let (url, config) = jobs::config_from_env()?;
     let pool = build_pool(&url, config.workers + 4)?;
     let runner = Runner::new(JobRepo::new(pool), jobs::registry(), config);
