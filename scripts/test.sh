@@ -9,6 +9,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/stack.sh up
 eval "$(scripts/stack.sh env)"
 
+# Python tools the tests call (Prometheus's reference parser), in a venv of the project's own
+VENV=.stack/venv
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/python" -c "import prometheus_client" 2>/dev/null \
+  || "$VENV/bin/python" -m pip install --quiet prometheus-client
+export CONNECTRA_PYTHON="$PWD/$VENV/bin/python"
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked

@@ -123,6 +123,7 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
             }))
             .route("/health", web::get().to(health))
             .route("/ready", web::get().to(ready))
+            .route("/metrics", web::get().to(metrics))
             .service(
                 web::scope("/common")
                     .wrap(from_fn(require_api_key))
@@ -180,6 +181,44 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
         ErrorCode::NotFound,
         format!("no route for {} {}", req.method(), req.path()),
     ))
+}
+
+/// Prometheus metrics (text exposition format), without an API key like
+/// `/health`: the runners' counters and histograms recorded in this process,
+/// and `connectra_jobs_jobs` per status and job type from the database.
+async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let Some(handle) = connectra_jobs::metrics::install() else {
+        return Err(ApiError::new(
+            ErrorCode::Unavailable,
+            "metrics are recorded by another recorder in this process".to_string(),
+        ));
+    };
+    let counts = state.inner.repo.counts().await?;
+    let mut types: Vec<&str> = state
+        .inner
+        .rules
+        .job_types
+        .iter()
+        .map(String::as_str)
+        .collect();
+    types.extend(counts.iter().map(|(t, _, _)| t.as_str()));
+    types.sort_unstable();
+    types.dedup();
+    // every (type, status) pair, so a status that emptied reads 0, not its last value
+    for job_type in types {
+        for status in JobStatus::ALL {
+            let n = counts
+                .iter()
+                .find(|(t, s, _)| t == job_type && *s == status)
+                .map_or(0, |c| c.2);
+            metrics::gauge!(connectra_jobs::metrics::JOBS,
+                "job_type" => job_type.to_string(), "status" => status.as_str())
+            .set(n as f64);
+        }
+    }
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(handle.render()))
 }
 
 async fn health() -> HttpResponse {

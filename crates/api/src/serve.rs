@@ -84,6 +84,8 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     settings.validate_for_api()?;
+    // before anything runs, so `/metrics` counts from the start
+    connectra_jobs::metrics::install();
     let s3 = storage_from_settings(settings)?;
     let pool = pool_from_settings(settings)?;
     let listener = match listen.into() {

@@ -380,3 +380,132 @@ async fn a_port_clash_fails_before_any_runner_claims_a_job() {
     runners.stop().await;
     holder.stop().await;
 }
+
+/// `/metrics` read by Prometheus's own parser (`scripts/parse_metrics.py`,
+/// prometheus-client; `CONNECTRA_PYTHON` names the interpreter that has it):
+/// each sample as (name, labels, value).
+async fn scrape(server: &Server) -> Vec<(String, serde_json::Map<String, Value>, f64)> {
+    let resp = reqwest::Client::new()
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let text = resp.text().await.unwrap();
+    let python = std::env::var("CONNECTRA_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/parse_metrics.py"
+    );
+    let mut child = std::process::Command::new(&python)
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{python}: {e}"));
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the Prometheus parser refused /metrics (or {python} lacks prometheus-client; scripts/test.sh installs it): {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (
+                v["name"].as_str().unwrap().to_string(),
+                v["labels"].as_object().unwrap().clone(),
+                v["value"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The sum of the samples named `name` whose labels include `labels`.
+fn sample(
+    samples: &[(String, serde_json::Map<String, Value>, f64)],
+    name: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
+    samples
+        .iter()
+        .filter(|(n, l, _)| {
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.get(*k).and_then(Value::as_str) == Some(*v))
+        })
+        .map(|s| s.2)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_as_prometheus_text_and_move_when_jobs_run() {
+    let db = TestDb::new().await;
+    let server = Server::start(settings(db.url(), &[("RUN_JOBS_IN_PROCESS", "true")]).unwrap());
+    server.ready().await;
+    let before = scrape(&server).await;
+    let imported = "connectra_jobs_rows_imported_total";
+    let ran = "connectra_jobs_job_duration_seconds_count";
+    let insert = [("job_type", "insert_csv_file")];
+
+    let key = format!("serve-test/{}.csv", uuid::Uuid::new_v4());
+    common::storage()
+        .put_bytes(
+            &common::bucket(),
+            &key,
+            b"name\nAcme\nGlobex\nInitech\n",
+            "text/csv",
+        )
+        .await
+        .unwrap();
+    let good = json!({"job_type": "insert_csv_file",
+                      "job_data": {"s3_key": key, "s3_bucket": common::bucket()}});
+    let (code, created) = server.post("/common/jobs/create", &good).await;
+    assert_eq!(code, 201, "{created}");
+    let uuid = created["data"]["uuid"].as_str().unwrap();
+    assert_eq!(settled_status(&server, uuid).await, "completed");
+    let (code, created) = server.post("/common/jobs/create", &missing_import()).await;
+    assert_eq!(code, 201, "{created}");
+    let failed = created["data"]["uuid"].as_str().unwrap();
+    assert_eq!(settled_status(&server, failed).await, "failed");
+
+    let after = scrape(&server).await;
+    // counters of this process (other tests' jobs may add to them too)
+    assert!(
+        sample(&after, imported, &insert) >= sample(&before, imported, &insert) + 3.0,
+        "{imported} did not move by the 3 rows"
+    );
+    let completed = [("job_type", "insert_csv_file"), ("outcome", "completed")];
+    let failed_run = [("job_type", "insert_csv_file"), ("outcome", "failed")];
+    assert!(sample(&after, ran, &completed) >= sample(&before, ran, &completed) + 1.0);
+    assert!(sample(&after, ran, &failed_run) >= sample(&before, ran, &failed_run) + 1.0);
+    assert!(
+        sample(
+            &after,
+            "connectra_jobs_pickup_latency_seconds_count",
+            &insert
+        ) >= sample(
+            &before,
+            "connectra_jobs_pickup_latency_seconds_count",
+            &insert
+        ) + 2.0
+    );
+    // the gauge comes from this test's database
+    for (status, want) in [("completed", 1.0), ("failed", 1.0), ("open", 0.0)] {
+        assert_eq!(
+            sample(
+                &after,
+                "connectra_jobs_jobs",
+                &[("job_type", "insert_csv_file"), ("status", status)]
+            ),
+            want,
+            "{status}"
+        );
+    }
+    server.stop().await;
+}

@@ -90,6 +90,10 @@ pub struct Settings {
     /// Indices are `{prefix}_contacts` and `{prefix}_companies`.
     pub opensearch_index_prefix: String,
     pub export_escape_formulas: bool,
+    /// `METRICS_ADDR`: where job-runner and retry-runner serve Prometheus
+    /// metrics (`/metrics`); unset, they serve none. api-server serves them
+    /// at its own `/metrics`.
+    pub metrics_addr: Option<SocketAddr>,
     /// `LOG_FORMAT`: `text` (default) or `json`.
     #[serde(default)]
     pub log_format: LogFormat,

@@ -10,6 +10,13 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 
+/// The Prometheus counter of OpenSearch requests sent again (bulk items
+/// answered 429/5xx, bulk requests to an unavailable cluster, requests
+/// moved to another node).
+pub const OPENSEARCH_RETRIES_METRIC: &str = "connectra_jobs_opensearch_retries_total";
+/// The Prometheus counter of S3 requests sent again.
+pub const S3_RETRIES_METRIC: &str = "connectra_jobs_s3_retries_total";
+
 /// Where a retry's pauses start and how far they grow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {

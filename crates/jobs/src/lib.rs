@@ -4,6 +4,7 @@
 pub mod builtin;
 mod handler;
 mod listen;
+pub mod metrics;
 pub mod process;
 mod runner;
 mod wake;

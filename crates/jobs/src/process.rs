@@ -22,6 +22,12 @@ pub enum SetupError {
     #[error("S3_ENDPOINT / S3_REGION / S3_ACCESS_KEY_ID / S3_SECRET_ACCESS_KEY")]
     Storage(#[source] connectra_storage::StorageError),
     #[cfg(feature = "builtin")]
+    #[error("METRICS_ADDR {addr}: cannot serve metrics")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: metrics_exporter_prometheus::BuildError,
+    },
     #[error("OPENSEARCH_URL")]
     SearchUrl(#[source] connectra_search::SearchError),
     #[cfg(feature = "builtin")]
@@ -92,6 +98,10 @@ pub async fn run_runner(
     shutdown: CancellationToken,
 ) -> Result<crate::RunReport, SetupError> {
     let config = RunnerConfig::from_settings(settings, mode);
+    if let Some(addr) = settings.metrics_addr {
+        crate::metrics::serve_on(addr).map_err(|source| SetupError::Metrics { addr, source })?;
+        tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+    }
     let pool = pool_from_settings(settings)?;
     let registry = crate::builtin::registry_from_settings(settings, pool.clone()).await?;
     let runner = crate::Runner::new(connectra_persistence::JobRepo::new(pool), registry, config);

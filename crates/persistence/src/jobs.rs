@@ -752,6 +752,30 @@ impl JobRepo {
             .map(|ms| std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))))
     }
 
+    /// How many jobs there are of each `(job_type, status)`: one `GROUP BY`
+    /// over the `(job_type, status)` index.
+    pub async fn counts(&self) -> Result<Vec<(String, JobStatus, i64)>> {
+        #[derive(QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = Text)]
+            job_type: String,
+            #[diesel(sql_type = Text, deserialize_as = StatusColumn)]
+            status: JobStatus,
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+        let mut conn = self.pool.get().await?;
+        let rows: Vec<Count> = diesel::sql_query(
+            "SELECT job_type, status::text AS status, count(*) AS n FROM jobs GROUP BY 1, 2",
+        )
+        .load(&mut conn)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.job_type, r.status, r.n))
+            .collect())
+    }
+
     /// Checks that the database answers.
     pub async fn ping(&self) -> Result<()> {
         let mut conn = self.pool.get().await?;

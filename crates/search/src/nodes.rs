@@ -225,6 +225,7 @@ impl NodePool {
             if tries >= self.len() || started.elapsed() >= budget {
                 return Err(error);
             }
+            metrics::counter!(connectra_domain::retry::OPENSEARCH_RETRIES_METRIC).increment(1);
         }
     }
 }

@@ -604,6 +604,8 @@ impl OpenSearchBackend {
                                 < BULK_RIDE_OUT =>
                     {
                         unavailable_tries += 1;
+                        metrics::counter!(connectra_domain::retry::OPENSEARCH_RETRIES_METRIC)
+                            .increment(1);
                         tracing::warn!(index, error = %e, tries = unavailable_tries,
                             "OpenSearch is unavailable for a bulk write; trying again");
                         tokio::time::sleep(unavailable_pauses.next_pause()).await;
@@ -640,6 +642,8 @@ impl OpenSearchBackend {
                     attempt,
                     "bulk items rejected with 429 or 5xx, backing off"
                 );
+                metrics::counter!(connectra_domain::retry::OPENSEARCH_RETRIES_METRIC)
+                    .increment(outcome.retry.len() as u64);
                 pending = outcome
                     .retry
                     .iter()

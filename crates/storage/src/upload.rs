@@ -58,6 +58,7 @@ where
         .retry(RetryPolicy::QUICK.builder(Some(PART_RETRY_FOR)))
         .when(transient)
         .notify(|e, pause| {
+            metrics::counter!(connectra_domain::retry::S3_RETRIES_METRIC).increment(1);
             tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64,
                 "{what} failed; sending it again");
         })

@@ -82,6 +82,7 @@ pub(super) async fn claim_loop(
                 Err(e) => {
                     let wait = pauses.next_pause();
                     Counters::add(&s.counters.claim_failures, 1);
+                    metrics::counter!(crate::metrics::CLAIM_FAILURES).increment(1);
                     tracing::error!(error = %e, retry_in_ms = wait.as_millis() as u64,
                         "claiming jobs failed; trying again");
                     break Some(wait);

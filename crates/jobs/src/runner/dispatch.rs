@@ -139,6 +139,13 @@ async fn run_started(s: &Arc<Shared>, job: Job) -> Finished {
     let token = s.stop_handlers.child_token();
     s.holdings
         .register_running(job.id, job.attempts, token.clone());
+    let due = job.run_after.unwrap_or(job.created_at);
+    let waited = time::OffsetDateTime::now_utc() - due;
+    crate::metrics::picked_up(
+        &job.job_type,
+        waited.try_into().unwrap_or(std::time::Duration::ZERO),
+    );
+    let started = tokio::time::Instant::now();
     let job = Arc::new(job);
     let ctx = JobContext::new(job.clone(), s.repo.clone(), s.id.clone(), token);
     let task = tokio::spawn(handler.run(ctx));
@@ -162,6 +169,14 @@ async fn run_started(s: &Arc<Shared>, job: Job) -> Finished {
         // aborted at shutdown
         Err(_) => Ending::NotCompleted(stopped(flags.user_cancelled)),
     };
+    let outcome = match &ending {
+        Ending::Completed(_) => "completed",
+        Ending::NotCompleted(Setback::Failed(_)) => "failed",
+        Ending::NotCompleted(Setback::Cancelled) => "cancelled",
+        Ending::NotCompleted(Setback::Stopped) => "stopped",
+        Ending::NotCompleted(Setback::Lost) => "lost",
+    };
+    crate::metrics::job_ran(&job.job_type, outcome, started.elapsed());
     let job = Arc::try_unwrap(job).unwrap_or_else(|arc| (*arc).clone());
     Finished { job, ending }
 }

@@ -75,6 +75,9 @@ async fn complete(s: &Shared, completions: &[(Job, JobResponse)]) {
     match written {
         Ok(written) => {
             Counters::add(&s.counters.completed, written.len());
+            for (job, response) in completions.iter().filter(|(j, _)| written.contains(&j.id)) {
+                crate::metrics::rows(&job.job_type, response);
+            }
             let lost = rows.len() - written.len();
             if lost > 0 {
                 tracing::warn!(
@@ -82,6 +85,7 @@ async fn complete(s: &Shared, completions: &[(Job, JobResponse)]) {
                     "outcomes not written: their leases were lost meanwhile"
                 );
                 Counters::add(&s.counters.lost, lost);
+                metrics::counter!(crate::metrics::LEASE_LOSSES).increment(lost as u64);
             }
             tracing::debug!(completed = written.len(), "jobs completed");
         }
@@ -102,6 +106,7 @@ async fn settle(s: &Shared, job: &Job, setback: Setback) {
                     "lease lost while running; another attempt owns the job, writing nothing"
                 );
                 Counters::add(&s.counters.lost, 1);
+                metrics::counter!(crate::metrics::LEASE_LOSSES).increment(1);
                 s.holdings.let_go([job.id]);
                 return;
             }
@@ -133,6 +138,7 @@ async fn fail(s: &Shared, fence: Fence<'_>, response: &JobResponse) {
         Ok(false) => {
             tracing::warn!("the outcome was not written: the lease was lost meanwhile");
             Counters::add(&s.counters.lost, 1);
+            metrics::counter!(crate::metrics::LEASE_LOSSES).increment(1);
         }
         Err(e) => {
             tracing::error!(error = %e, "writing the outcome failed; the lease will expire and the job be rescued")

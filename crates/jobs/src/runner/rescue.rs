@@ -25,6 +25,13 @@ pub(super) async fn rescue(s: Arc<Shared>, wake: Arc<Notify>, stop: Cancellation
                     failed_for_good = report.failed_for_good,
                     "rescued jobs whose runner stopped responding"
                 );
+                for (outcome, n) in [
+                    ("released", report.released),
+                    ("failed_for_good", report.failed_for_good),
+                ] {
+                    metrics::counter!(crate::metrics::RESCUES, "outcome" => outcome)
+                        .increment(n as u64);
+                }
                 wake.notify_one();
             }
             Ok(_) => {}
