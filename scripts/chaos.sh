@@ -45,7 +45,7 @@ stop_processes() {
 drop_case() {
   [ -n "$DB" ] || return 0
   psql -qX "$PG_ADMIN" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
-  curl -fsS -X DELETE "$OPENSEARCH_URL/${OPENSEARCH_INDEX_PREFIX}_contacts,${OPENSEARCH_INDEX_PREFIX}_companies?ignore_unavailable=true" >/dev/null 2>&1 || true
+  curl -fsS -X DELETE "$OPENSEARCH_URL/${OPENSEARCH_INDEX_PREFIX}_contacts,${OPENSEARCH_INDEX_PREFIX}_contacts_v*,${OPENSEARCH_INDEX_PREFIX}_companies,${OPENSEARCH_INDEX_PREFIX}_companies_v*?ignore_unavailable=true" >/dev/null 2>&1 || true
   DB=""
 }
 cleanup() {
