@@ -552,10 +552,15 @@ mod tests {
 
     fn rules() -> CreateRules {
         CreateRules {
-            job_types: [INSERT_CSV_FILE, EXPORT_CSV_FILE, REINDEX_SEARCH, "custom_sleep"]
-                .into_iter()
-                .map(String::from)
-                .collect(),
+            job_types: [
+                INSERT_CSV_FILE,
+                EXPORT_CSV_FILE,
+                REINDEX_SEARCH,
+                "custom_sleep",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
             allowed_buckets: ["connectra".to_string()].into_iter().collect(),
             default_retry_interval: 30,
         }
@@ -772,7 +777,11 @@ mod tests {
         }
         let err = create(json!({})).unwrap_err();
         assert_eq!(err.code, ErrorCode::UnknownService);
-        assert!(err.message.contains("'job_data.service' is required"), "{}", err.message);
+        assert!(
+            err.message.contains("'job_data.service' is required"),
+            "{}",
+            err.message
+        );
         let err = create(json!({ "service": "people" })).unwrap_err();
         assert_eq!(err.code, ErrorCode::UnknownService);
         assert!(err.message.contains("people"), "{}", err.message);

@@ -149,7 +149,11 @@ async fn a_reindex_moves_the_alias_to_a_new_index_with_the_same_records() {
         "refreshes are back on: {settings}"
     );
     assert_eq!(search_all(h.search.as_ref(), &usa).await, before);
-    assert_eq!(pg_pairs(&h).await, pg_before, "a reindex writes nothing to PostgreSQL");
+    assert_eq!(
+        pg_pairs(&h).await,
+        pg_before,
+        "a reindex writes nothing to PostgreSQL"
+    );
     assert_eq!(index_pairs(&os, &alias).await, pg_before);
 
     // again: v3, and imports keep going through the alias
@@ -309,8 +313,10 @@ async fn writes_during_a_reindex_are_not_lost_and_searches_keep_answering() {
             failures.clone(),
         );
         tokio::spawn(async move {
-            let query = parse_vql(&json!({ "where": { "keyword_match": { "must": { "country": ["usa"] } } },
-                                           "select_columns": ["uuid"], "limit": 10 }))
+            let query = parse_vql(
+                &json!({ "where": { "keyword_match": { "must": { "country": ["usa"] } } },
+                                           "select_columns": ["uuid"], "limit": 10 }),
+            )
             .unwrap()
             .validate(Service::Contact, Purpose::Search)
             .unwrap();
@@ -328,7 +334,9 @@ async fn writes_during_a_reindex_are_not_lost_and_searches_keep_answering() {
             problems
         })
     };
-    let job = h.create("reindex_search", json!({ "service": "contact" })).await;
+    let job = h
+        .create("reindex_search", json!({ "service": "contact" }))
+        .await;
     // imports while it runs: new rows, and rows that change
     let mut imports = 0;
     let mut during = 0;
@@ -350,7 +358,12 @@ async fn writes_during_a_reindex_are_not_lost_and_searches_keep_answering() {
     assert!(searches.load(Ordering::Relaxed) > 10);
     assert_eq!(failures.load(Ordering::Relaxed), 0);
     assert_eq!(job.status, JobStatus::Completed, "{}", job.job_response);
-    assert_eq!(verification(&job)["differences"], json!(0), "{}", job.job_response);
+    assert_eq!(
+        verification(&job)["differences"],
+        json!(0),
+        "{}",
+        job.job_response
+    );
     assert_eq!(job.job_response["index"], json!(format!("{alias}_v3")));
     let rows = count(&h.pool(), "SELECT count(*) AS n FROM contacts").await;
     assert_eq!(rows, 40000 + 600.min(300 * imports as i64));

@@ -1,5 +1,5 @@
-//! The two built-in job types of the user's guide: `insert_csv_file` and
-//! `export_csv_file`. Behind the `builtin` feature, so a
+//! The built-in job types: `insert_csv_file` and `export_csv_file` (the user's
+//! guide's two) and `reindex_search`. Behind the `builtin` feature, so a
 //! service embedding the runner core pulls in neither S3 nor the search engine.
 
 mod export;

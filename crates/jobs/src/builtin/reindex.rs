@@ -225,8 +225,7 @@ impl HalfBuilt {
 
 impl Drop for HalfBuilt {
     fn drop(&mut self) {
-        if let (Some(name), Ok(runtime)) =
-            (self.name.take(), tokio::runtime::Handle::try_current())
+        if let (Some(name), Ok(runtime)) = (self.name.take(), tokio::runtime::Handle::try_current())
         {
             let os = self.os.clone();
             runtime.spawn(async move {
@@ -553,7 +552,7 @@ async fn merge(
                     mismatch(&mut result, u, Some(p), Some(d.version));
                 }
             }
-            (Some((u, p)), d) if d.map_or(true, |d| u < d.uuid) => {
+            (Some((u, p)), d) if d.is_none_or(|d| u < d.uuid) => {
                 pg.pop_front();
                 result.postgres.add(u, p);
                 mismatch(&mut result, u, Some(p), None);
@@ -601,6 +600,9 @@ mod tests {
         }
         assert_eq!(v.first.len(), MAX_RUNTIME_ERRORS);
         assert_eq!(v.differences(), (MAX_RUNTIME_ERRORS + 5) as i64);
-        assert_eq!(v.to_json()["missing_in_index"], json!(MAX_RUNTIME_ERRORS + 5));
+        assert_eq!(
+            v.to_json()["missing_in_index"],
+            json!(MAX_RUNTIME_ERRORS + 5)
+        );
     }
 }

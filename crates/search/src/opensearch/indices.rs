@@ -92,7 +92,10 @@ impl VersionPage {
         for hit in hits {
             let id = hit.get("_id").and_then(Value::as_str).unwrap_or("");
             let uuid = uuid::Uuid::parse_str(id).map_err(|_| {
-                SearchError::protocol(BACKEND, format!("a document whose _id '{id}' is not a uuid"))
+                SearchError::protocol(
+                    BACKEND,
+                    format!("a document whose _id '{id}' is not a uuid"),
+                )
             })?;
             let version = hit.get("_version").and_then(Value::as_i64).ok_or_else(|| {
                 SearchError::protocol(BACKEND, format!("document {id} without _version"))
@@ -102,7 +105,11 @@ impl VersionPage {
         if hits.len() < self.size {
             self.done = true;
         }
-        match hits.last().and_then(|h| h.pointer("/sort/0")).and_then(Value::as_str) {
+        match hits
+            .last()
+            .and_then(|h| h.pointer("/sort/0"))
+            .and_then(Value::as_str)
+        {
             Some(last) => self.after = Some(last.to_owned()),
             None => self.done = true,
         }
@@ -204,7 +211,10 @@ impl OpenSearchBackend {
     ) -> Result<Vec<(u32, String)>, SearchError> {
         let stem = format!("{}_v", self.index_name(service));
         let path = format!("/_cat/indices/{stem}*?format=json&h=index&expand_wildcards=all");
-        let body = retried("listing the indices", || self.call(Method::Get, &path, None)).await?;
+        let body = retried("listing the indices", || {
+            self.call(Method::Get, &path, None)
+        })
+        .await?;
         let mut found: Vec<(u32, String)> = body
             .as_array()
             .into_iter()
@@ -297,7 +307,10 @@ impl OpenSearchBackend {
         let started = tokio::time::Instant::now();
         let mut pauses = RetryPolicy::QUICK.pauses();
         loop {
-            match self.call(Method::Post, "/_aliases", Some(body.clone())).await {
+            match self
+                .call(Method::Post, "/_aliases", Some(body.clone()))
+                .await
+            {
                 Ok(_) => return Ok(()),
                 Err(e) if e.is_unavailable() && started.elapsed() < ADMIN_RIDE_OUT => {
                     // the swap may have been applied before the answer was lost
