@@ -383,3 +383,50 @@ async fn a_reindex_on_the_postgres_backend_fails_at_once_saying_why() {
     assert!(errors.contains("needs the OpenSearch backend"), "{errors}");
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_reindex_deletes_its_half_built_index_and_leaves_the_alias() {
+    let mut h = Harness::new(true).await;
+    h.start(100);
+    exec(
+        &h.pool(),
+        "INSERT INTO contacts (uuid, email) \
+         SELECT gen_random_uuid(), 'c' || i || '@example.com' FROM generate_series(1, 60000) i",
+    )
+    .await;
+    let os = os(&h);
+    let alias = os.index_name(Service::Contact);
+    let job = h
+        .create("reindex_search", json!({ "service": "contact" }))
+        .await;
+    connectra_persistence::testing::job_until(
+        &h.repo,
+        job.uuid,
+        Duration::from_secs(60),
+        "the reindex to index its first page",
+        |j| j.rows_processed > 0,
+    )
+    .await;
+    h.repo.cancel(job.uuid).await.unwrap().unwrap();
+    let job = h.wait(&job).await;
+    assert_eq!(job.status, JobStatus::Failed, "{}", job.job_response);
+    assert_eq!(
+        job.job_response["cancelled"],
+        json!(true),
+        "{}",
+        job.job_response
+    );
+    assert_eq!(
+        os.layout(Service::Contact).await.unwrap(),
+        IndexLayout::Alias(vec![format!("{alias}_v1")])
+    );
+    let left: Vec<String> = os
+        .versioned_indices(Service::Contact)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, n)| n)
+        .collect();
+    assert_eq!(left, [format!("{alias}_v1")], "the half-built v2 is gone");
+    h.stop().await;
+}
