@@ -23,7 +23,7 @@ cleanup() {
   for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
   psql -qX "postgres://postgres@127.0.0.1:${PG_PORT:-5433}/postgres" -c "DROP DATABASE IF EXISTS $E2E_DB WITH (FORCE)" || true
   if [ -n "${OPENSEARCH_URL:-}" ]; then
-    curl -fsS -X DELETE "$OPENSEARCH_URL/${OPENSEARCH_INDEX_PREFIX}_contacts,${OPENSEARCH_INDEX_PREFIX}_companies?ignore_unavailable=true" >/dev/null || true
+    curl -fsS -X DELETE "$OPENSEARCH_URL/${OPENSEARCH_INDEX_PREFIX}_contacts,${OPENSEARCH_INDEX_PREFIX}_contacts_v*,${OPENSEARCH_INDEX_PREFIX}_companies,${OPENSEARCH_INDEX_PREFIX}_companies_v*?ignore_unavailable=true" >/dev/null || true
   fi
   rm -rf "$WORK"
 }

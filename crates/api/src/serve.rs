@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpListener};
 
 use actix_web::{App, HttpServer};
 use connectra_config::{ConfigError, Settings};
-use connectra_domain::job::{CreateRules, EXPORT_CSV_FILE, INSERT_CSV_FILE};
+use connectra_domain::job::{CreateRules, EXPORT_CSV_FILE, INSERT_CSV_FILE, REINDEX_SEARCH};
 use connectra_jobs::builtin::{register, search_from_settings, storage_from_settings, BuiltinDeps};
 use connectra_jobs::process::{pool_from_settings, SetupError};
 use connectra_jobs::{Mode, Registry, Runner, RunnerConfig};
@@ -160,7 +160,11 @@ pub async fn serve(
 /// and the built-ins), the buckets, the keys and the limits of `settings`.
 fn app_state(settings: &Settings, repo: JobRepo, registry: &Registry) -> AppState {
     let mut job_types: BTreeSet<String> = registry.job_types().into_iter().collect();
-    job_types.extend([INSERT_CSV_FILE.to_string(), EXPORT_CSV_FILE.to_string()]);
+    job_types.extend([
+        INSERT_CSV_FILE.to_string(),
+        EXPORT_CSV_FILE.to_string(),
+        REINDEX_SEARCH.to_string(),
+    ]);
     let rules = CreateRules {
         job_types,
         allowed_buckets: settings.s3_allowed_buckets.iter().cloned().collect(),

@@ -10,7 +10,7 @@ use actix_web::http::StatusCode;
 use actix_web::{test, App};
 use common::{call, error_code};
 use connectra_api::{configure, AppState};
-use connectra_domain::job::{CreateRules, EXPORT_CSV_FILE, INSERT_CSV_FILE};
+use connectra_domain::job::{CreateRules, EXPORT_CSV_FILE, INSERT_CSV_FILE, REINDEX_SEARCH};
 use connectra_persistence::testing::TestDb;
 use connectra_persistence::JobRepo;
 use serde_json::{json, Value};
@@ -20,7 +20,7 @@ const LIMIT: usize = 4096;
 
 fn state(db: &TestDb) -> AppState {
     let rules = CreateRules {
-        job_types: [INSERT_CSV_FILE, EXPORT_CSV_FILE]
+        job_types: [INSERT_CSV_FILE, EXPORT_CSV_FILE, REINDEX_SEARCH]
             .into_iter()
             .map(String::from)
             .collect(),
@@ -268,6 +268,14 @@ async fn each_bad_create_body_gets_its_own_error_code() {
             "ERR_INVALID_BODY",
         ),
         (json!([1, 2]), "ERR_INVALID_BODY"),
+        (
+            json!({"job_type": "reindex_search", "job_data": {"service": "people"}}),
+            "ERR_UNKNOWN_SERVICE",
+        ),
+        (
+            json!({"job_type": "reindex_search", "job_data": {"service": "contact", "force": true}}),
+            "ERR_INVALID_JOB_DATA",
+        ),
     ];
     for (body, want) in cases {
         let (status, got) =

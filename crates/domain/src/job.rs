@@ -17,6 +17,9 @@ use crate::vql::{self, Purpose};
 pub const INSERT_CSV_FILE: &str = "insert_csv_file";
 /// The built-in job type that exports a VQL query's matches to S3.
 pub const EXPORT_CSV_FILE: &str = "export_csv_file";
+/// The built-in job type that rebuilds a service's OpenSearch index from
+/// PostgreSQL behind its alias.
+pub const REINDEX_SEARCH: &str = "reindex_search";
 
 /// Default seconds between a failure and the next retry (the guide's default).
 pub const DEFAULT_RETRY_INTERVAL_SECONDS: i32 = 30;
@@ -198,6 +201,13 @@ pub struct ExportCsvFileData {
     pub s3_bucket: Option<String>,
     pub service: Service,
     pub vql: vql::VqlQuery,
+}
+
+/// `job_data` of `reindex_search`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReindexSearchData {
+    pub service: Service,
 }
 
 /// What `job_response` holds: the guide's keys, plus our own.
@@ -395,7 +405,37 @@ pub fn validate_job_data(
             parsed.vql.validate(parsed.service, Purpose::Export)?;
             check_bucket(parsed.s3_bucket.as_deref(), rules)
         }
+        REINDEX_SEARCH => {
+            let obj = data.as_object();
+            if let Some(unknown) = obj.and_then(|o| o.keys().find(|k| k.as_str() != "service")) {
+                return Err(DomainError::new(
+                    ErrorCode::InvalidJobData,
+                    format!(
+                        "unknown field 'job_data.{unknown}' for reindex_search; it takes only 'service'"
+                    ),
+                ));
+            }
+            check_service(obj.and_then(|o| o.get("service")), REINDEX_SEARCH)
+        }
         _ => Ok(()),
+    }
+}
+
+/// `job_data.service`: present, a string, and a service's name.
+fn check_service(service: Option<&Value>, job_type: &str) -> Result<(), DomainError> {
+    match service {
+        None | Some(Value::Null) => Err(DomainError::new(
+            ErrorCode::UnknownService,
+            format!("'job_data.service' is required for {job_type}; use 'contact' or 'company'"),
+        )),
+        Some(Value::String(s)) => s.parse::<Service>().map(drop),
+        Some(other) => Err(DomainError::new(
+            ErrorCode::UnknownService,
+            format!(
+                "'job_data.service' must be a string, got {}",
+                vql::json_kind(other)
+            ),
+        )),
     }
 }
 
@@ -512,10 +552,15 @@ mod tests {
 
     fn rules() -> CreateRules {
         CreateRules {
-            job_types: [INSERT_CSV_FILE, EXPORT_CSV_FILE, "custom_sleep"]
-                .into_iter()
-                .map(String::from)
-                .collect(),
+            job_types: [
+                INSERT_CSV_FILE,
+                EXPORT_CSV_FILE,
+                REINDEX_SEARCH,
+                "custom_sleep",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
             allowed_buckets: ["connectra".to_string()].into_iter().collect(),
             default_retry_interval: 30,
         }
@@ -714,6 +759,47 @@ mod tests {
             &rules(),
         );
         assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[test]
+    fn reindex_jobs_take_exactly_a_service() {
+        let create = |data: Value| {
+            parse_create_request(
+                &json!({"job_type": REINDEX_SEARCH, "job_data": data}),
+                &rules(),
+            )
+        };
+        for service in ["contact", "company"] {
+            let ok = create(json!({ "service": service })).unwrap();
+            assert_eq!(ok.job_type, REINDEX_SEARCH);
+            let data: ReindexSearchData = serde_json::from_value(ok.data).unwrap();
+            assert_eq!(data.service.as_str(), service);
+        }
+        let err = create(json!({})).unwrap_err();
+        assert_eq!(err.code, ErrorCode::UnknownService);
+        assert!(
+            err.message.contains("'job_data.service' is required"),
+            "{}",
+            err.message
+        );
+        let err = create(json!({ "service": "people" })).unwrap_err();
+        assert_eq!(err.code, ErrorCode::UnknownService);
+        assert!(err.message.contains("people"), "{}", err.message);
+        let err = create(json!({ "service": 3 })).unwrap_err();
+        assert_eq!(err.code, ErrorCode::UnknownService);
+        assert!(err.message.contains("must be a string"), "{}", err.message);
+        let err = create(json!({ "service": "contact", "force": true })).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidJobData);
+        assert!(err.message.contains("'job_data.force'"), "{}", err.message);
+        assert_eq!(
+            parse_create_request(
+                &json!({"job_type": REINDEX_SEARCH, "job_data": "contact"}),
+                &rules()
+            )
+            .unwrap_err()
+            .code,
+            ErrorCode::InvalidJobData
+        );
     }
 
     #[test]

@@ -303,19 +303,15 @@ async fn documents_the_index_refuses_become_rejected_lines_and_are_not_kept_in_p
     let mut h = Harness::new(true).await;
     // a mapping nobody foresaw: city and a company's state as integers
     let url = common::env("OPENSEARCH_URL", "http://127.0.0.1:9200");
+    let os = OpenSearchBackend::new(&url)
+        .unwrap()
+        .with_index_prefix(&h.prefix);
+    // the indices behind the aliases; the names become concrete indices
+    os.delete_indices().await.unwrap();
     for (service, field) in [(Service::Contact, "city"), (Service::Company, "state")] {
         let mut def = index_definition(service, 0);
         def["mappings"]["properties"][field] = json!({ "type": "integer" });
-        let name = OpenSearchBackend::new(&url)
-            .unwrap()
-            .with_index_prefix(&h.prefix)
-            .index_name(service);
-        let index = format!("{url}/{name}");
-        let del = Command::new("curl")
-            .args(["-sf", "-X", "DELETE", &index])
-            .output()
-            .unwrap();
-        assert!(del.status.success(), "{del:?}");
+        let index = format!("{url}/{}", os.index_name(service));
         let put = Command::new("curl")
             .args([
                 "-sf",

@@ -4,6 +4,7 @@ pub mod filters;
 pub mod jobs;
 mod pool;
 pub mod records;
+pub mod scan;
 pub mod schema;
 pub mod status;
 #[cfg(feature = "testing")]

@@ -17,8 +17,8 @@ use serde::Serialize;
 pub use crate::document::fold_case;
 pub use crate::nodes::parse_node_urls;
 pub use crate::opensearch::{
-    index_definition, to_opensearch_query, OpenSearchBackend, DEFAULT_BULK_MAX_BYTES,
-    DEFAULT_INDEX_PREFIX,
+    index_definition, to_opensearch_query, IndexLayout, IndexVersion, OpenSearchBackend,
+    VersionPage, DEFAULT_BULK_MAX_BYTES, DEFAULT_INDEX_PREFIX,
 };
 pub use crate::postgres::{compile_sql, CompiledSql, PostgresBackend, SqlBind};
 
@@ -168,6 +168,13 @@ pub trait SearchBackend: Send + Sync + fmt::Debug {
     /// database does, so a readiness check of the database covers it. A
     /// backend with an index of its own (OpenSearch) says `false`.
     fn searches_the_database(&self) -> bool;
+
+    /// The OpenSearch backend behind this one, for what only an index of its
+    /// own can do: rebuilding it behind its alias (`reindex_search`). `None`
+    /// for a backend without such an index (PostgreSQL).
+    fn as_opensearch(&self) -> Option<&OpenSearchBackend> {
+        None
+    }
 
     /// Creates whatever the backend needs before indexing (OpenSearch: both
     /// indices with explicit mappings, when missing). Idempotent.

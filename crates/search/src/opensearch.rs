@@ -29,6 +29,10 @@ use crate::page::{self, Hit};
 use crate::scroll::{scroll, View};
 use crate::{Document, JsonDocument, Page, RejectedDocument, SearchBackend, SearchError};
 
+mod indices;
+
+pub use indices::{IndexLayout, IndexVersion, VersionPage};
+
 const BACKEND: &str = "opensearch";
 
 /// Index names are `{prefix}_contacts` and `{prefix}_companies`.
@@ -508,14 +512,39 @@ impl OpenSearchBackend {
         self
     }
 
-    /// The index that holds `service`'s documents.
+    /// The name everyone searches and writes `service`'s documents through:
+    /// an alias of the physical index `{name}_v{N}` (see
+    /// [`OpenSearchBackend::versioned_name`]), or, in a deployment older than
+    /// aliases, a concrete index of that name, which the first
+    /// `reindex_search` turns into an alias.
     pub fn index_name(&self, service: Service) -> String {
         format!("{}_{}", self.prefix, index_suffix(service))
     }
 
-    /// Deletes both indices, if they exist.
+    /// Deletes both services' indices, if they exist: every physical index
+    /// behind each alias (resolved, never by a wildcard delete), every
+    /// `{alias}_v{N}` left by an unfinished rebuild, and an older
+    /// deployment's concrete index.
     pub async fn delete_indices(&self) -> Result<(), SearchError> {
-        let names: Vec<String> = Service::ALL.iter().map(|s| self.index_name(*s)).collect();
+        let mut names: Vec<String> = Vec::new();
+        for service in Service::ALL {
+            match self.layout(service).await? {
+                IndexLayout::Missing => {}
+                IndexLayout::Concrete(name) => names.push(name),
+                IndexLayout::Alias(targets) => names.extend(targets),
+            }
+            names.extend(
+                self.versioned_indices(service)
+                    .await?
+                    .into_iter()
+                    .map(|(_, name)| name),
+            );
+        }
+        names.sort();
+        names.dedup();
+        if names.is_empty() {
+            return Ok(());
+        }
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let response = self
             .nodes
@@ -532,33 +561,25 @@ impl OpenSearchBackend {
         read_json(response).await.map(drop)
     }
 
+    /// Creates `service`'s index when the name [`Self::index_name`] does not
+    /// exist yet: the physical index `{name}_v1` with the alias `{name}`, in
+    /// one request (so no process ever sees the one without the other). An
+    /// existing alias, or an older deployment's concrete index of that name,
+    /// is left as it is.
     async fn ensure_index(&self, service: Service) -> Result<(), SearchError> {
-        let name = self.index_name(service);
-        let response = self
-            .nodes
-            .send(REQUEST_TIMEOUT, || async {
-                self.client
-                    .indices()
-                    .exists(IndicesExistsParts::Index(&[&name]))
-                    .send()
-                    .await
-            })
-            .await
-            .map_err(unreachable)?;
-        match response.status_code().as_u16() {
-            200 => return Ok(()),
-            404 => {}
-            _ => {
-                read_json(response).await?;
-            }
+        let alias = self.index_name(service);
+        if self.name_exists(&alias).await? {
+            return Ok(());
         }
-        let definition = index_definition(service, self.replicas);
+        let first = self.versioned_name(service, 1);
+        let mut definition = index_definition(service, self.replicas);
+        definition["aliases"] = json!({ alias.as_str(): {} });
         let response = self
             .nodes
             .send(REQUEST_TIMEOUT, || async {
                 self.client
                     .indices()
-                    .create(IndicesCreateParts::Index(&name))
+                    .create(IndicesCreateParts::Index(&first))
                     .body(&definition)
                     .send()
                     .await
@@ -567,13 +588,42 @@ impl OpenSearchBackend {
             .map_err(unreachable)?;
         match read_json(response).await {
             Ok(_) => Ok(()),
-            // Another process created it between our check and our create.
+            // Another process created it between our check and our create
+            // (index and alias come together, so the alias is there too,
+            // unless someone removed it by hand).
             Err(SearchError::Rejected { reason, .. })
                 if reason.starts_with("resource_already_exists_exception") =>
             {
-                Ok(())
+                if self.name_exists(&alias).await? {
+                    Ok(())
+                } else {
+                    Err(SearchError::Config(format!(
+                        "the index '{first}' exists but the alias '{alias}' that searches and imports use does not; \
+                         add it (POST _aliases) or delete '{first}'"
+                    )))
+                }
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// Whether an index or alias named `name` exists.
+    async fn name_exists(&self, name: &str) -> Result<bool, SearchError> {
+        let response = self
+            .nodes
+            .send(REQUEST_TIMEOUT, || async {
+                self.client
+                    .indices()
+                    .exists(IndicesExistsParts::Index(&[name]))
+                    .send()
+                    .await
+            })
+            .await
+            .map_err(unreachable)?;
+        match response.status_code().as_u16() {
+            200 => Ok(true),
+            404 => Ok(false),
+            _ => read_json(response).await.map(|_| false),
         }
     }
 
@@ -584,7 +634,15 @@ impl OpenSearchBackend {
         service: Service,
         items: Vec<BulkItem>,
     ) -> Result<Vec<RejectedDocument>, SearchError> {
-        let index = self.index_name(service);
+        self.bulk_into(&self.index_name(service), items).await
+    }
+
+    /// [`Self::bulk_index`] into the index or alias named `index`.
+    async fn bulk_into(
+        &self,
+        index: &str,
+        items: Vec<BulkItem>,
+    ) -> Result<Vec<RejectedDocument>, SearchError> {
         let mut refused = Vec::new();
         for chunk in chunks_within(&items, |i| i.lines.len(), self.bulk_max_bytes) {
             let mut pending: Vec<&BulkItem> = chunk.iter().collect();
@@ -594,7 +652,7 @@ impl OpenSearchBackend {
             let mut unavailable_since: Option<tokio::time::Instant> = None;
             let mut unavailable_tries = 0;
             loop {
-                let outcome = match self.send_bulk(&index, &pending).await {
+                let outcome = match self.send_bulk(index, &pending).await {
                     Ok(outcome) => outcome,
                     Err(e)
                         if e.is_unavailable()
@@ -750,10 +808,12 @@ impl OpenSearchBackend {
 
     /// Opens a point in time on `service`'s index.
     async fn open_pit(&self, service: Service) -> Result<String, SearchError> {
-        let path = format!(
-            "/{}/_search/point_in_time?keep_alive={PIT_KEEP_ALIVE}",
-            self.index_name(service)
-        );
+        self.open_pit_on(&self.index_name(service)).await
+    }
+
+    /// Opens a point in time on the index or alias `index`.
+    async fn open_pit_on(&self, index: &str) -> Result<String, SearchError> {
+        let path = format!("/{index}/_search/point_in_time?keep_alive={PIT_KEEP_ALIVE}");
         // any node can open it, and any node can search it later
         let response = self
             .nodes
@@ -868,6 +928,10 @@ impl SearchBackend for OpenSearchBackend {
 
     fn searches_the_database(&self) -> bool {
         false
+    }
+
+    fn as_opensearch(&self) -> Option<&OpenSearchBackend> {
+        Some(self)
     }
 
     fn ensure_indices(&self) -> BoxFuture<'_, Result<(), SearchError>> {

@@ -1,14 +1,15 @@
-//! The two built-in job types of the user's guide: `insert_csv_file` and
-//! `export_csv_file`. Behind the `builtin` feature, so a
+//! The built-in job types: `insert_csv_file` and `export_csv_file` (the user's
+//! guide's two) and `reindex_search`. Behind the `builtin` feature, so a
 //! service embedding the runner core pulls in neither S3 nor the search engine.
 
 mod export;
 mod import;
 mod records;
+mod reindex;
 
 use std::sync::Arc;
 
-use connectra_domain::job::{EXPORT_CSV_FILE, INSERT_CSV_FILE};
+use connectra_domain::job::{EXPORT_CSV_FILE, INSERT_CSV_FILE, REINDEX_SEARCH};
 use connectra_search::SearchBackend;
 use connectra_storage::Storage;
 
@@ -51,7 +52,13 @@ pub fn register(registry: &mut Registry, deps: BuiltinDeps) {
     registry.register_fn(INSERT_CSV_FILE, move |ctx| {
         import::run(ctx, import_deps.clone())
     });
-    registry.register_fn(EXPORT_CSV_FILE, move |ctx| export::run(ctx, deps.clone()));
+    let export_deps = deps.clone();
+    registry.register_fn(EXPORT_CSV_FILE, move |ctx| {
+        export::run(ctx, export_deps.clone())
+    });
+    // registered whatever the backend: with PostgreSQL's the job fails at
+    // once, saying why, rather than waiting in `open` for ever
+    registry.register_fn(REINDEX_SEARCH, move |ctx| reindex::run(ctx, deps.clone()));
 }
 
 /// S3 and the default bucket from the `S3_*` variables; `None` when
