@@ -43,7 +43,7 @@ impl Output {
             kind,
             label: label.to_string(),
             last_line: Mutex::new(None),
-            started: Instant::now(),
+            first: Mutex::new(None),
         }
     }
 
@@ -70,12 +70,18 @@ fn style(kind: Kind, known_total: bool) -> ProgressStyle {
         }
         (Kind::Bytes, false) => "{prefix:>10} {spinner} {bytes} {bytes_per_sec} {msg}",
         (Kind::Rows, true) => {
-            "{prefix:>10} [{bar:30}] {human_pos}/~{human_len} rows {per_sec} ETA {eta} {msg}"
+            "{prefix:>10} [{bar:30}] {human_pos}/~{human_len} rows {rate} ETA {eta} {msg}"
         }
-        (Kind::Rows, false) => "{prefix:>10} {spinner} {human_pos} rows {per_sec} {msg}",
+        (Kind::Rows, false) => "{prefix:>10} {spinner} {human_pos} rows {rate} {msg}",
     };
     ProgressStyle::with_template(template)
         .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .with_key(
+            "rate",
+            |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{} rows/s", grouped(state.per_sec() as u64));
+            },
+        )
         .progress_chars("=> ")
 }
 
@@ -87,7 +93,9 @@ pub struct Progress {
     label: String,
     /// When the last plain line was printed, and what it said.
     last_line: Mutex<Option<(Instant, String)>>,
-    started: Instant,
+    /// The first position seen, and when: rates count from there, so the
+    /// time before the job started (an upload, a queue) does not lower them.
+    first: Mutex<Option<(Instant, u64)>>,
 }
 
 impl Progress {
@@ -118,8 +126,17 @@ impl Progress {
     }
 
     fn line(&self, position: u64, total: Option<u64>, message: &str) -> String {
-        let secs = self.started.elapsed().as_secs_f64().max(0.001);
-        let rate = position as f64 / secs;
+        let mut first = self.first.lock().unwrap_or_else(|e| e.into_inner());
+        if first.is_none() && position > 0 {
+            *first = Some((Instant::now(), position));
+        }
+        let rate = match *first {
+            Some((since, from)) if since.elapsed().as_secs_f64() >= 0.5 => {
+                position.saturating_sub(from) as f64 / since.elapsed().as_secs_f64()
+            }
+            _ => 0.0,
+        };
+        drop(first);
         let mut line = match self.kind {
             Kind::Bytes => format!("{}: {}", self.label, human_bytes(position)),
             Kind::Rows => format!("{}: {} rows", self.label, grouped(position)),
@@ -144,6 +161,21 @@ impl Progress {
         match &self.bar {
             Some(bar) => bar.suspend(f),
             None => f(),
+        }
+    }
+
+    /// Hides the bar until [`Progress::resume`] (while a question waits).
+    pub fn pause(&self) {
+        if let Some(bar) = &self.bar {
+            bar.disable_steady_tick();
+            bar.set_draw_target(ProgressDrawTarget::hidden());
+        }
+    }
+
+    pub fn resume(&self) {
+        if let Some(bar) = &self.bar {
+            bar.set_draw_target(ProgressDrawTarget::stderr());
+            bar.enable_steady_tick(Duration::from_millis(200));
         }
     }
 

@@ -199,16 +199,18 @@ async fn ask(
     if cancel_sent || !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
         return Answer::StopWatching;
     }
-    progress.suspend(|| {
+    progress.suspend(|| {});
+    progress.pause();
+    {
         use std::io::Write as _;
-        eprint!("\nCtrl-C: cancel the job or stop watching? [c/w] ");
+        eprint!("Ctrl-C: cancel the job or stop watching? [c/w] ");
         let _ = std::io::stderr().flush();
-    });
+    }
     let line = tokio::task::spawn_blocking(|| {
         let mut line = String::new();
         std::io::stdin().read_line(&mut line).map(|n| (n, line))
     });
-    tokio::select! {
+    let answer = tokio::select! {
         read = line => match read {
             Ok(Ok((n, line))) if n > 0 => match line.trim().to_lowercase().as_str() {
                 "c" | "cancel" => Answer::Cancel,
@@ -220,8 +222,13 @@ async fn ask(
             },
             _ => Answer::StopWatching,
         },
-        _ = ctrl_c.recv() => Answer::StopWatching,
-    }
+        _ = ctrl_c.recv() => {
+            eprintln!();
+            Answer::StopWatching
+        }
+    };
+    progress.resume();
+    answer
 }
 
 #[cfg(test)]
