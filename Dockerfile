@@ -4,10 +4,12 @@
 
 # ---- build ------------------------------------------------------------------
 FROM rust:1.95-slim-bookworm AS builder
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 WORKDIR /src
 
 # Dependencies first, in a layer of their own: the manifests and stub sources
 # only, so this layer is rebuilt only when Cargo.toml or Cargo.lock change.
+# Every target a manifest declares gets an empty stub (the [[test]]s too).
 COPY Cargo.toml Cargo.lock ./
 COPY crates/api/Cargo.toml crates/api/
 COPY crates/config/Cargo.toml crates/config/
@@ -29,9 +31,8 @@ RUN set -eu; \
     done; \
     mkdir -p crates/jobs/src/bin/demo-runner && echo 'fn main() {}' > crates/jobs/src/bin/demo-runner/main.rs; \
     for m in crates/*/Cargo.toml; do \
-      for t in $(awk '/^\[\[test\]\]/ {t=1; next} t && /^name/ {gsub(/"/, "", $3); print $3; t=0}' "$m"); do \
-        mkdir -p "$(dirname "$m")/tests" && touch "$(dirname "$m")/tests/$t.rs"; \
-      done; \
+      awk '/^\[\[test\]\]/ {t=1; next} t && /^name/ {gsub(/"/, "", $3); print $3; t=0}' "$m" \
+      | while read -r t; do mkdir -p "$(dirname "$m")/tests" && touch "$(dirname "$m")/tests/$t.rs"; done; \
     done
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked \
