@@ -48,8 +48,9 @@ impl Client {
         let key = key.filter(|k| !k.trim().is_empty()).ok_or_else(|| {
             Failure::usage("no API key: set CONNECTRA_API_KEY or pass --api-key (the local stack's key is dev-key)")
         })?;
-        let mut base = reqwest::Url::parse(url)
-            .map_err(|e| Failure::usage(format!("--url / CONNECTRA_URL {url:?} is not a URL: {e}")))?;
+        let mut base = reqwest::Url::parse(url).map_err(|e| {
+            Failure::usage(format!("--url / CONNECTRA_URL {url:?} is not a URL: {e}"))
+        })?;
         if !matches!(base.scheme(), "http" | "https") {
             return Err(Failure::usage(format!(
                 "--url / CONNECTRA_URL {url:?} must start with http:// or https://"
@@ -276,9 +277,9 @@ impl Client {
         drop(file);
         match result {
             Ok(()) => {
-                tokio::fs::rename(&part, dest)
-                    .await
-                    .with_context(|| format!("cannot move {} to {}", part.display(), dest.display()))?;
+                tokio::fs::rename(&part, dest).await.with_context(|| {
+                    format!("cannot move {} to {}", part.display(), dest.display())
+                })?;
                 Ok(written)
             }
             Err(e) => {
@@ -343,7 +344,11 @@ async fn read_answer(
             .into()
         });
     }
-    let message = match json.as_ref().and_then(|j| j.get("error")).and_then(Value::as_str) {
+    let message = match json
+        .as_ref()
+        .and_then(|j| j.get("error"))
+        .and_then(Value::as_str)
+    {
         Some(error) => error.to_string(),
         None => format!(
             "{method} {}: HTTP {status}: {}",

@@ -49,7 +49,10 @@ impl Server {
         let vars: HashMap<String, String> = [
             ("DATABASE_URL", db.url().to_string()),
             ("API_KEYS", KEY.to_string()),
-            ("S3_ENDPOINT", env_or("S3_ENDPOINT", "http://127.0.0.1:8333")),
+            (
+                "S3_ENDPOINT",
+                env_or("S3_ENDPOINT", "http://127.0.0.1:8333"),
+            ),
             ("S3_REGION", env_or("S3_REGION", "us-east-1")),
             ("S3_ACCESS_KEY_ID", env_or("S3_ACCESS_KEY_ID", "testaccess")),
             (
@@ -86,8 +89,7 @@ impl Server {
         };
         eventually(Duration::from_secs(60), "the server to answer", || async {
             assert!(!server.task.is_finished(), "serve stopped before it served");
-            match tokio::net::TcpStream::connect(server.base.trim_start_matches("http://")).await
-            {
+            match tokio::net::TcpStream::connect(server.base.trim_start_matches("http://")).await {
                 Ok(_) => Ok(()),
                 Err(e) => Err(e.to_string()),
             }
@@ -181,7 +183,10 @@ async fn importing_the_sample_exits_0_with_a_true_summary_and_search_finds_it() 
     // not a terminal: plain progress lines on stderr, never bar escapes
     let err = stderr(&out);
     assert!(err.contains("upload: "), "{err}");
-    assert!(!err.contains('\u{1b}'), "no terminal escapes in logs: {err:?}");
+    assert!(
+        !err.contains('\u{1b}'),
+        "no terminal escapes in logs: {err:?}"
+    );
 
     // the first contact of the file is found by its email, in a table
     let first = std::fs::read_to_string(&file).unwrap();
@@ -251,7 +256,10 @@ async fn a_file_with_bad_lines_completes_and_shows_the_rejected_lines() {
     );
     assert!(text.contains("line 13: "), "{text}");
     assert!(text.contains("'company_employees_count'"), "{text}");
-    assert!(text.contains("line 14: cannot identify the contact"), "{text}");
+    assert!(
+        text.contains("line 14: cannot identify the contact"),
+        "{text}"
+    );
     server.stop().await;
 }
 
@@ -275,7 +283,10 @@ async fn bad_input_exits_non_zero_with_a_clear_message_and_creates_nothing() {
     assert_eq!(answer["success"], false);
     assert_eq!(answer["exit_code"], 1);
     assert!(
-        answer["error"].as_str().unwrap().starts_with("cannot read "),
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("cannot read "),
         "{answer}"
     );
 
@@ -469,25 +480,33 @@ async fn a_cancelled_import_exits_4_and_ctrl_c_only_stops_watching() {
     // retry endpoint exists, 404 before), and the CLI shows its sentence
     let out = run(cli.clone(), &["jobs", "retry", &uuid]).await;
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).starts_with("error: ERR_"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).starts_with("error: ERR_"), "{}", stderr(&out));
 
     // cancel: the import that was watching it ends, exit 4
     let out = run(cli.clone(), &["jobs", "cancel", &uuid]).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(stdout(&out).starts_with("Job cancelled"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).starts_with("Job cancelled"),
+        "{}",
+        stdout(&out)
+    );
     let out = tokio::task::spawn_blocking(move || import.wait_with_output().unwrap())
         .await
         .unwrap();
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
-    assert!(stdout(&out).contains(&format!("import {uuid} cancelled")), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(&format!("import {uuid} cancelled")),
+        "{}",
+        stdout(&out)
+    );
 
     // the list shows it cancelled; cancelling again is the server's 409
     let out = run(cli.clone(), &["jobs", "list"]).await;
-    assert!(stdout(&out).contains("failed (cancelled)"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("failed (cancelled)"),
+        "{}",
+        stdout(&out)
+    );
     let out = run(cli, &["jobs", "cancel", &uuid]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(

@@ -168,7 +168,10 @@ fn the_application_services_build_the_image_and_set_only_known_variables() {
 #[test]
 fn the_recorder_sees_a_misspelt_variable() {
     let known = known_variables();
-    assert!(known.contains("S3_UPLOAD_FILE_PATH_PRIFIX"), "private fields count");
+    assert!(
+        known.contains("S3_UPLOAD_FILE_PATH_PRIFIX"),
+        "private fields count"
+    );
     assert!(known.contains("OPENSEARCH_URL"));
     assert!(!known.contains("OPENSEARCH_URI"));
     assert!(!known.contains("DATABASE_URI"));

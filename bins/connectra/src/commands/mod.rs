@@ -44,7 +44,10 @@ async fn import(client: &Client, out: Output, args: ImportArgs) -> anyhow::Resul
         .get("/common/upload-url", &[("filename", filename.as_str())])
         .await?;
     let (Some(url), Some(key)) = (target["upload_url"].as_str(), target["s3_key"].as_str()) else {
-        return Err(Failure::api(format!("the upload-url answer lacks upload_url or s3_key: {target}")).into());
+        return Err(Failure::api(format!(
+            "the upload-url answer lacks upload_url or s3_key: {target}"
+        ))
+        .into());
     };
     let bucket = target["s3_bucket"].as_str().map(str::to_string);
     if let (Some(wanted), Some(bucket)) = (&args.bucket, &bucket) {
@@ -59,7 +62,9 @@ async fn import(client: &Client, out: Output, args: ImportArgs) -> anyhow::Resul
     let bar = std::sync::Arc::new(out.progress("upload", Kind::Bytes));
     let shown = bar.clone();
     client
-        .upload(url, path, size, move |sent| shown.update(sent, Some(size), ""))
+        .upload(url, path, size, move |sent| {
+            shown.update(sent, Some(size), "")
+        })
         .await
         .with_context(|| format!("uploading {}", path.display()))?;
     bar.finish(size, &format!("uploaded {}", human_bytes(size)));
@@ -92,7 +97,9 @@ fn job_uuid(created: &Value) -> anyhow::Result<String> {
     created["data"]["uuid"]
         .as_str()
         .map(str::to_string)
-        .ok_or_else(|| Failure::api(format!("the create answer names no job uuid: {created}")).into())
+        .ok_or_else(|| {
+            Failure::api(format!("the create answer names no job uuid: {created}")).into()
+        })
 }
 
 /// The error report's `s3://bucket/key`, if the job wrote one.
@@ -107,7 +114,11 @@ fn report_location(job: &Value) -> Option<String> {
 fn runtime_errors(job: &Value) -> Vec<String> {
     job["job_response"]["runtime_errors"]
         .as_array()
-        .map(|a| a.iter().filter_map(|e| e.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -116,7 +127,9 @@ fn print_import_summary(out: Output, ended: &Ended, show: usize) {
     let uuid = job["uuid"].as_str().unwrap_or("?");
     let rows = int(job, "rows_processed");
     let rejected = int(job, "rows_rejected");
-    let replaced = job["job_response"]["rows_uuid_replaced"].as_u64().unwrap_or(0);
+    let replaced = job["job_response"]["rows_uuid_replaced"]
+        .as_u64()
+        .unwrap_or(0);
     let errors = runtime_errors(job);
     let report = report_location(job);
     if out.json {
@@ -218,7 +231,10 @@ async fn export(client: &Client, out: Output, args: ExportArgs) -> anyhow::Resul
         args.where_.as_deref(),
         args.columns.as_deref(),
     )?;
-    if !vql.get("select_columns").is_some_and(|c| c.as_array().is_some_and(|a| !a.is_empty())) {
+    if !vql
+        .get("select_columns")
+        .is_some_and(|c| c.as_array().is_some_and(|a| !a.is_empty()))
+    {
         return Err(Failure::usage(
             "an export needs its columns: pass --columns a,b,c (or select_columns in the --vql file)",
         )
@@ -262,7 +278,9 @@ async fn export(client: &Client, out: Output, args: ExportArgs) -> anyhow::Resul
             .get(&format!("/common/jobs/{uuid}/download-url"), &[])
             .await?;
         let url = link["download_url"].as_str().ok_or_else(|| {
-            Failure::api(format!("the download-url answer lacks download_url: {link}"))
+            Failure::api(format!(
+                "the download-url answer lacks download_url: {link}"
+            ))
         })?;
         let bar = out.progress("download", Kind::Bytes);
         let written = client
@@ -316,8 +334,11 @@ async fn search(client: &Client, out: Output, args: SearchArgs) -> anyhow::Resul
         vql.insert("search_after".into(), after);
     }
     let columns: Option<Vec<String>> = vql.get("select_columns").and_then(|c| {
-        c.as_array()
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        c.as_array().map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
     });
     let page = client
         .post(
@@ -343,7 +364,11 @@ async fn search(client: &Client, out: Output, args: SearchArgs) -> anyhow::Resul
     if !rows.is_empty() {
         println!("{}", table(&headers, &cells));
     }
-    println!("{} {}", grouped(rows.len() as u64), if rows.len() == 1 { "row" } else { "rows" });
+    println!(
+        "{} {}",
+        grouped(rows.len() as u64),
+        if rows.len() == 1 { "row" } else { "rows" }
+    );
     if let Some(next) = page.get("next_search_after").filter(|n| !n.is_null()) {
         println!("next page: --search-after '{next}'");
     }

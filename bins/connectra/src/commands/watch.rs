@@ -28,7 +28,10 @@ pub enum Ended {
 impl Ended {
     pub fn job(&self) -> &Value {
         match self {
-            Self::Completed(j) | Self::Failed(j) | Self::Cancelled(j) | Self::StoppedWatching(j) => j,
+            Self::Completed(j)
+            | Self::Failed(j)
+            | Self::Cancelled(j)
+            | Self::StoppedWatching(j) => j,
         }
     }
 
@@ -249,7 +252,9 @@ mod tests {
             Phase::RetryDue("2030-01-01T00:00:00Z".into())
         );
         assert_eq!(
-            phase(&json!({"status": "failed", "run_after": null, "job_response": {"cancelled": true}})),
+            phase(
+                &json!({"status": "failed", "run_after": null, "job_response": {"cancelled": true}})
+            ),
             Phase::Cancelled
         );
     }
