@@ -117,6 +117,7 @@ impl Client {
         let body = body.map(serde_json::to_vec).transpose()?;
         let started = tokio::time::Instant::now();
         let mut pauses = RetryPolicy::QUICK.pauses();
+        let mut warned = false;
         loop {
             let mut request = self
                 .http
@@ -154,6 +155,15 @@ impl Client {
                 }
             };
             let pause = pauses.next_pause();
+            if !warned {
+                if let Err(e) = &outcome {
+                    eprintln!(
+                        "{e}; retrying for up to {} s (Ctrl-C stops)",
+                        RETRY_FOR.as_secs()
+                    );
+                }
+                warned = true;
+            }
             match outcome {
                 Err(e) if started.elapsed() + pause > RETRY_FOR => {
                     return Err(e.context(format!(

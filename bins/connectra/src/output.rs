@@ -329,7 +329,7 @@ mod tests {
         );
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines[0], format!("{:<40}  bb", "a"));
-        assert_eq!(lines[1], format!("{}  --", "-".repeat(40)));
+        assert_eq!(lines[1], format!("{}  ---", "-".repeat(40)));
         assert!(lines[3].starts_with(&format!("{}…", "q".repeat(39))));
         assert!(lines[3].ends_with("2 3"));
         assert_eq!(cell_text(&serde_json::json!(["a", "b"])), "a, b");

@@ -231,10 +231,11 @@ async fn export(client: &Client, out: Output, args: ExportArgs) -> anyhow::Resul
         args.where_.as_deref(),
         args.columns.as_deref(),
     )?;
-    if !vql
+    let has_columns = vql
         .get("select_columns")
-        .is_some_and(|c| c.as_array().is_some_and(|a| !a.is_empty()))
-    {
+        .and_then(Value::as_array)
+        .is_some_and(|a| !a.is_empty());
+    if !has_columns {
         return Err(Failure::usage(
             "an export needs its columns: pass --columns a,b,c (or select_columns in the --vql file)",
         )
