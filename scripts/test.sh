@@ -16,6 +16,7 @@ VENV=.stack/venv
   || "$VENV/bin/python" -m pip install --quiet prometheus-client
 export CONNECTRA_PYTHON="$PWD/$VENV/bin/python"
 
+scripts/lint_docker.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
