@@ -14,7 +14,7 @@ cargo build --release --locked -p connectra-search --example bare_scroll 2>&1 | 
 f=$(gen "$ROWS"); upload "$f" "bench/contacts-$ROWS.csv"
 url=$(fresh_db bench_export)
 # load PostgreSQL and the OpenSearch index (prefix = database name)
-curl -fsS -X DELETE "$OPENSEARCH_URL/bench_export_contacts,bench_export_companies?ignore_unavailable=true" >/dev/null
+curl -fsS -X DELETE "${OPENSEARCH_URL%%,*}/bench_export_contacts,bench_export_contacts_v*,bench_export_companies,bench_export_companies_v*?ignore_unavailable=true" >/dev/null
 run_job "$url" insert_csv_file "{\"s3_key\": \"bench/contacts-$ROWS.csv\"}" yes >/dev/null
 
 COLUMNS=(uuid email first_name last_name title country departments)

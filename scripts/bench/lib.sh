@@ -25,7 +25,7 @@ upload() { # file key
 
 fresh_db() { # name -> url, migrated; its OpenSearch indices (prefix = name) are dropped too
   "${PSQL_ADMIN[@]}" -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)" -c "CREATE DATABASE $1"
-  curl -fsS -X DELETE "$OPENSEARCH_URL/$1_contacts,$1_companies?ignore_unavailable=true" >/dev/null
+  curl -fsS -X DELETE "${OPENSEARCH_URL%%,*}/$1_contacts,$1_contacts_v*,$1_companies,$1_companies_v*?ignore_unavailable=true" >/dev/null
   local url="postgres://postgres@127.0.0.1:${PG_PORT:-5433}/$1"
   DATABASE_URL="$url" API_KEYS=x RUST_LOG=warn target/release/api-server migrate
   echo "$url"

@@ -298,6 +298,67 @@ async fn an_unclosed_quote_that_swallows_the_file_fails_naming_the_line_it_began
     h.stop().await;
 }
 
+/// Replaces the test's contact index by one whose `city` is an integer: a
+/// contact with a city that is not a number is refused by the index.
+async fn with_integer_city(h: &Harness) {
+    let url = common::env("OPENSEARCH_URL", "http://127.0.0.1:9200");
+    let os = OpenSearchBackend::new(&url)
+        .unwrap()
+        .with_index_prefix(&h.prefix);
+    os.delete_indices().await.unwrap();
+    let mut def = index_definition(Service::Contact, 0);
+    def["mappings"]["properties"]["city"] = json!({ "type": "integer" });
+    let put = Command::new("curl")
+        .args(["-sf", "-X", "PUT", "-H", "Content-Type: application/json"])
+        .arg(format!("{url}/{}", os.index_name(Service::Contact)))
+        .arg("-d")
+        .arg(def.to_string())
+        .output()
+        .unwrap();
+    assert!(put.status.success(), "{put:?}");
+    for service in Service::ALL {
+        h.search.ensure_indices().await.unwrap();
+        h.search.refresh(service).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_company_a_rolled_back_pass_indexed_goes_back_to_what_postgres_holds() {
+    let mut h = Harness::new(true).await;
+    with_integer_city(&h).await;
+    h.start(500);
+    let first = "email,first_name,city,company_name,company_country\nann@x.io,Ann,1,Acme,Germany\n";
+    let key = h.upload("first.csv", first.as_bytes()).await;
+    let job = h.import(&key).await;
+    assert_eq!(job.status, JobStatus::Completed, "{}", job.job_response);
+    // Bob's contact is refused (city), so his line and its change to Acme
+    // are not kept; the first pass had indexed Acme with France all the same
+    let second = "email,first_name,city,company_name,company_country\nbob@x.io,Bob,Paris,Acme,France\ncid@x.io,Cid,2,Globex,\n";
+    let key = h.upload("second.csv", second.as_bytes()).await;
+    let job = h.import(&key).await;
+    assert_eq!(job.status, JobStatus::Completed, "{}", job.job_response);
+    assert_eq!((job.rows_processed, job.rows_rejected), (1, 1));
+    let p = h.pool();
+    assert_eq!(
+        strings(&p, "SELECT country AS s FROM companies WHERE name = 'Acme'").await,
+        ["Germany"]
+    );
+    h.search.refresh(Service::Company).await.unwrap();
+    let q = parse_vql(&json!({"select_columns": ["name", "country"], "limit": 10}))
+        .unwrap()
+        .validate(Service::Company, Purpose::Search)
+        .unwrap();
+    let page = h.search.search(Service::Company, &q).await.unwrap();
+    let acme: Vec<_> = page.data.iter().filter(|d| d["name"] == "Acme").collect();
+    assert_eq!(acme.len(), 1, "{:?}", page.data);
+    assert_eq!(
+        acme[0]["country"], "Germany",
+        "the index kept the rolled-back company"
+    );
+    assert_same_records(&h).await;
+    h.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn documents_the_index_refuses_become_rejected_lines_and_are_not_kept_in_postgres() {
     let mut h = Harness::new(true).await;

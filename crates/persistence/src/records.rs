@@ -533,13 +533,19 @@ impl RecordWriter {
         staged.commit(&batch.rejections).await
     }
 
-    /// The stored records of `uuids` (those that exist), as JSON text.
-    pub async fn stored(&self, service: Service, uuids: &[Uuid]) -> Result<Vec<StoredRecord>> {
+    /// The stored records of `uuids` (those that exist), as JSON text, each
+    /// given a new `version` first. What a rolled-back pass indexed carries
+    /// a version that PostgreSQL never committed (a sequence does not roll
+    /// back), newer than the stored row's: re-indexed with the stored
+    /// version, the record would lose to it (`external_gte`) and the index
+    /// keep the rolled-back content. A fresh version always wins.
+    pub async fn restamped(&self, service: Service, uuids: &[Uuid]) -> Result<Vec<StoredRecord>> {
         let rows = self
             .client
             .query(
                 &format!(
-                    "SELECT t.uuid, (to_jsonb(t.*) - 'version')::text, t.version FROM {} t WHERE t.uuid = ANY($1)",
+                    "UPDATE {} t SET version = nextval('record_version_seq') WHERE t.uuid = ANY($1) \
+                     RETURNING t.uuid, (to_jsonb(t.*) - 'version')::text, t.version",
                     service.table()
                 ),
                 &[&uuids],

@@ -610,7 +610,7 @@ async fn restore_documents(
         if uuids.is_empty() {
             continue;
         }
-        let stored = writer.stored(service, &uuids).await?;
+        let stored = writer.restamped(service, &uuids).await?;
         let kept: HashSet<uuid::Uuid> = stored.iter().map(|d| d.uuid).collect();
         let refused = index_documents(search, stored).await?;
         let gone: Vec<uuid::Uuid> = uuids
