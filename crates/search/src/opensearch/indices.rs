@@ -155,7 +155,7 @@ impl OpenSearchBackend {
             .nodes
             .send(REQUEST_TIMEOUT, || {
                 self.client.send::<JsonBody<Value>, ()>(
-                    method.clone(),
+                    method,
                     path,
                     HeaderMap::new(),
                     None,
