@@ -298,34 +298,35 @@ async fn an_unclosed_quote_that_swallows_the_file_fails_naming_the_line_it_began
     h.stop().await;
 }
 
-/// Replaces the test's contact index by one whose `city` is an integer: a
-/// contact with a city that is not a number is refused by the index.
-async fn with_integer_city(h: &Harness) {
+/// Replaces the test's indices by ones where each `(service, field)` is an
+/// integer: a record whose value there is not a number is refused by the
+/// index, as a mapping nobody foresaw would.
+async fn with_integer_fields(h: &Harness, fields: &[(Service, &str)]) {
     let url = common::env("OPENSEARCH_URL", "http://127.0.0.1:9200");
     let os = OpenSearchBackend::new(&url)
         .unwrap()
         .with_index_prefix(&h.prefix);
+    // the indices behind the aliases; the names become concrete indices
     os.delete_indices().await.unwrap();
-    let mut def = index_definition(Service::Contact, 0);
-    def["mappings"]["properties"]["city"] = json!({ "type": "integer" });
-    let put = Command::new("curl")
-        .args(["-sf", "-X", "PUT", "-H", "Content-Type: application/json"])
-        .arg(format!("{url}/{}", os.index_name(Service::Contact)))
-        .arg("-d")
-        .arg(def.to_string())
-        .output()
-        .unwrap();
-    assert!(put.status.success(), "{put:?}");
-    for service in Service::ALL {
-        h.search.ensure_indices().await.unwrap();
-        h.search.refresh(service).await.unwrap();
+    for (service, field) in fields {
+        let mut def = index_definition(*service, 0);
+        def["mappings"]["properties"][*field] = json!({ "type": "integer" });
+        let put = Command::new("curl")
+            .args(["-sf", "-X", "PUT", "-H", "Content-Type: application/json"])
+            .arg(format!("{url}/{}", os.index_name(*service)))
+            .arg("-d")
+            .arg(def.to_string())
+            .output()
+            .unwrap();
+        assert!(put.status.success(), "{put:?}");
     }
+    h.search.ensure_indices().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_company_a_rolled_back_pass_indexed_goes_back_to_what_postgres_holds() {
     let mut h = Harness::new(true).await;
-    with_integer_city(&h).await;
+    with_integer_fields(&h, &[(Service::Contact, "city")]).await;
     h.start(500);
     let first = "email,first_name,city,company_name,company_country\nann@x.io,Ann,1,Acme,Germany\n";
     let key = h.upload("first.csv", first.as_bytes()).await;
@@ -363,31 +364,11 @@ async fn a_company_a_rolled_back_pass_indexed_goes_back_to_what_postgres_holds()
 async fn documents_the_index_refuses_become_rejected_lines_and_are_not_kept_in_postgres() {
     let mut h = Harness::new(true).await;
     // a mapping nobody foresaw: city and a company's state as integers
-    let url = common::env("OPENSEARCH_URL", "http://127.0.0.1:9200");
-    let os = OpenSearchBackend::new(&url)
-        .unwrap()
-        .with_index_prefix(&h.prefix);
-    // the indices behind the aliases; the names become concrete indices
-    os.delete_indices().await.unwrap();
-    for (service, field) in [(Service::Contact, "city"), (Service::Company, "state")] {
-        let mut def = index_definition(service, 0);
-        def["mappings"]["properties"][field] = json!({ "type": "integer" });
-        let index = format!("{url}/{}", os.index_name(service));
-        let put = Command::new("curl")
-            .args([
-                "-sf",
-                "-X",
-                "PUT",
-                "-H",
-                "Content-Type: application/json",
-                &index,
-                "-d",
-            ])
-            .arg(def.to_string())
-            .output()
-            .unwrap();
-        assert!(put.status.success(), "{put:?}");
-    }
+    with_integer_fields(
+        &h,
+        &[(Service::Contact, "city"), (Service::Company, "state")],
+    )
+    .await;
     h.start(500);
     let file = "\
 email,first_name,city,company_name,company_state

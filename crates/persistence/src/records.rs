@@ -46,6 +46,22 @@ pub struct StoredRecord {
     pub json: String,
 }
 
+/// The columns every query that reads records for the index selects, in
+/// the order [`StoredRecord::from_row`] reads them; `t` is the table.
+pub(crate) const STORED_COLUMNS: &str = "t.uuid, (to_jsonb(t.*) - 'version')::text, t.version";
+
+impl StoredRecord {
+    /// A row of [`STORED_COLUMNS`].
+    pub(crate) fn from_row(service: Service, row: &tokio_postgres::Row) -> Result<Self> {
+        Ok(Self {
+            service,
+            uuid: row.try_get(0)?,
+            json: row.try_get(1)?,
+            version: row.try_get(2)?,
+        })
+    }
+}
+
 /// One batch of an import.
 #[derive(Debug, Clone, Default)]
 pub struct RecordBatch {
@@ -226,9 +242,9 @@ fn upsert_sql(service: Service, returning: bool) -> String {
         select.join(", "),
         set.join(", "),
         if returning {
-            " RETURNING t.uuid, (to_jsonb(t.*) - 'version')::text, t.version"
+            format!(" RETURNING {STORED_COLUMNS}")
         } else {
-            ""
+            String::new()
         }
     )
 }
@@ -504,12 +520,7 @@ impl RecordWriter {
                 let stored = tx.query_raw(&upsert_sql(svc, true), no_params).await?;
                 futures::pin_mut!(stored);
                 while let Some(row) = futures::TryStreamExt::try_next(&mut stored).await? {
-                    docs.push(StoredRecord {
-                        service: svc,
-                        uuid: row.try_get(0)?,
-                        json: row.try_get(1)?,
-                        version: row.try_get(2)?,
-                    });
+                    docs.push(StoredRecord::from_row(svc, &row)?);
                 }
             } else {
                 tx.execute(&upsert_sql(svc, false), &[]).await?;
@@ -545,21 +556,14 @@ impl RecordWriter {
             .query(
                 &format!(
                     "UPDATE {} t SET version = nextval('record_version_seq') WHERE t.uuid = ANY($1) \
-                     RETURNING t.uuid, (to_jsonb(t.*) - 'version')::text, t.version",
+                     RETURNING {STORED_COLUMNS}",
                     service.table()
                 ),
                 &[&uuids],
             )
             .await?;
         rows.iter()
-            .map(|row| {
-                Ok(StoredRecord {
-                    service,
-                    uuid: row.try_get(0)?,
-                    json: row.try_get(1)?,
-                    version: row.try_get(2)?,
-                })
-            })
+            .map(|row| StoredRecord::from_row(service, row))
             .collect()
     }
 

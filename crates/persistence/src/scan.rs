@@ -23,7 +23,7 @@ use connectra_domain::Service;
 use tokio_postgres::{Client, NoTls};
 use uuid::Uuid;
 
-use crate::records::StoredRecord;
+use crate::records::{StoredRecord, STORED_COLUMNS};
 use crate::Result;
 
 /// How long one statement of the scanner may run.
@@ -162,20 +162,13 @@ impl RecordScanner {
     ) -> Result<Vec<StoredRecord>> {
         let (filter, params) = keyset(&limit, after.as_ref(), newer_than.as_ref());
         let sql = format!(
-            "SELECT t.uuid, (to_jsonb(t.*) - 'version')::text, t.version FROM {} t {filter} \
+            "SELECT {STORED_COLUMNS} FROM {} t {filter} \
              ORDER BY t.uuid LIMIT $1",
             service.table(),
         );
         let rows = self.client.query(&sql, &params).await?;
         rows.iter()
-            .map(|row| {
-                Ok(StoredRecord {
-                    service,
-                    uuid: row.try_get(0)?,
-                    json: row.try_get(1)?,
-                    version: row.try_get(2)?,
-                })
-            })
+            .map(|row| StoredRecord::from_row(service, row))
             .collect()
     }
 
