@@ -524,6 +524,14 @@ async fn finish_oldest(
     };
     ctx.record_progress(&progress, Some(&serde_json::to_value(next)?))
         .await?;
+    tracing::debug!(
+        rows = next.rows_processed,
+        rejected = next.rows_rejected,
+        next_line = next.next_line,
+        bytes = next.next_byte,
+        batch_refused,
+        "batch written, indexed and checkpointed"
+    );
     *done = next;
     Ok(writer)
 }
