@@ -132,9 +132,10 @@ impl Progress {
         }
         let rate = match *first {
             Some((since, from)) if since.elapsed().as_secs_f64() >= 0.5 => {
-                position.saturating_sub(from) as f64 / since.elapsed().as_secs_f64()
+                Some(position.saturating_sub(from) as f64 / since.elapsed().as_secs_f64())
             }
-            _ => 0.0,
+            // too soon to tell: no rate rather than a false 0
+            _ => None,
         };
         drop(first);
         let mut line = match self.kind {
@@ -145,9 +146,14 @@ impl Progress {
             let pct = (position as f64 / total as f64 * 100.0).min(100.0);
             line.push_str(&format!(" ({pct:.0}%)"));
         }
-        match self.kind {
-            Kind::Bytes => line.push_str(&format!(", {}/s", human_bytes(rate as u64))),
-            Kind::Rows => line.push_str(&format!(", {} rows/s", grouped(rate as u64))),
+        match (self.kind, rate) {
+            (Kind::Bytes, Some(rate)) => {
+                line.push_str(&format!(", {}/s", human_bytes(rate as u64)))
+            }
+            (Kind::Rows, Some(rate)) => {
+                line.push_str(&format!(", {} rows/s", grouped(rate as u64)))
+            }
+            (_, None) => {}
         }
         if !message.is_empty() {
             line.push_str(", ");
