@@ -153,14 +153,18 @@ pub const ENDPOINTS: &[Endpoint] = &[
         web::post().to(create_job)
     }),
     endpoint("POST", "/common/jobs", false, || web::post().to(list_jobs)),
-    endpoint("GET", "/common/jobs/{uuid}", false, || web::get().to(get_job)),
+    endpoint("GET", "/common/jobs/{uuid}", false, || {
+        web::get().to(get_job)
+    }),
     endpoint("POST", "/common/jobs/{uuid}/cancel", false, || {
         web::post().to(cancel_job)
     }),
     endpoint("POST", "/common/jobs/{uuid}/retry", false, || {
         web::post().to(retry_job)
     }),
-    endpoint("GET", "/common/upload-url", false, || web::get().to(upload_url)),
+    endpoint("GET", "/common/upload-url", false, || {
+        web::get().to(upload_url)
+    }),
     endpoint("GET", "/common/jobs/{uuid}/download-url", false, || {
         web::get().to(query::download_url)
     }),
