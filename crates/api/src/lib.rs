@@ -2,6 +2,7 @@
 
 mod body;
 mod error;
+pub mod openapi;
 mod query;
 mod serve;
 
@@ -113,6 +114,74 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).into()
 }
 
+/// One route: its method, full path, whether it needs the API key, and its
+/// handler. [`configure`] registers exactly these, so this list is the route
+/// table that `tests/openapi.rs` checks the OpenAPI document against.
+#[derive(Debug, Clone, Copy)]
+pub struct Endpoint {
+    pub method: &'static str,
+    pub path: &'static str,
+    /// Without the `X-API-Key` header.
+    pub public: bool,
+    route: fn() -> actix_web::Route,
+}
+
+const fn endpoint(
+    method: &'static str,
+    path: &'static str,
+    public: bool,
+    route: fn() -> actix_web::Route,
+) -> Endpoint {
+    Endpoint {
+        method,
+        path,
+        public,
+        route,
+    }
+}
+
+/// Every route of the API. The protected ones live under the scopes of
+/// [`PROTECTED_SCOPES`].
+pub const ENDPOINTS: &[Endpoint] = &[
+    endpoint("GET", "/health", true, || web::get().to(health)),
+    endpoint("GET", "/ready", true, || web::get().to(ready)),
+    endpoint("GET", "/metrics", true, || web::get().to(metrics)),
+    endpoint("GET", "/openapi.json", true, || {
+        web::get().to(openapi::openapi_json_handler)
+    }),
+    endpoint("POST", "/common/jobs/create", false, || {
+        web::post().to(create_job)
+    }),
+    endpoint("POST", "/common/jobs", false, || web::post().to(list_jobs)),
+    endpoint("GET", "/common/jobs/{uuid}", false, || {
+        web::get().to(get_job)
+    }),
+    endpoint("POST", "/common/jobs/{uuid}/cancel", false, || {
+        web::post().to(cancel_job)
+    }),
+    endpoint("POST", "/common/jobs/{uuid}/retry", false, || {
+        web::post().to(retry_job)
+    }),
+    endpoint("GET", "/common/upload-url", false, || {
+        web::get().to(upload_url)
+    }),
+    endpoint("GET", "/common/jobs/{uuid}/download-url", false, || {
+        web::get().to(query::download_url)
+    }),
+    endpoint("GET", "/common/filters", false, || {
+        web::get().to(query::filters)
+    }),
+    endpoint("POST", "/contacts/search", false, || {
+        web::post().to(query::search_contacts)
+    }),
+    endpoint("POST", "/companies/search", false, || {
+        web::post().to(query::search_companies)
+    }),
+];
+
+/// The scopes behind the API key; every non-public endpoint is in one.
+pub const PROTECTED_SCOPES: &[&str] = &["/common", "/contacts", "/companies"];
+
 /// Registers the routes and shared state on an actix `App`:
 /// `App::new().configure(connectra_api::configure(state))`.
 pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
@@ -120,39 +189,24 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
         cfg.app_data(web::Data::new(state))
             .app_data(web::PathConfig::default().error_handler(|e, _| {
                 ApiError::new(ErrorCode::InvalidBody, format!("invalid path: {e}")).into()
-            }))
-            .route("/health", web::get().to(health))
-            .route("/ready", web::get().to(ready))
-            .route("/metrics", web::get().to(metrics))
-            .service(
-                web::scope("/common")
-                    .wrap(from_fn(require_api_key))
-                    .route("/jobs/create", web::post().to(create_job))
-                    .route("/jobs", web::post().to(list_jobs))
-                    .route("/jobs/{uuid}", web::get().to(get_job))
-                    .route("/jobs/{uuid}/cancel", web::post().to(cancel_job))
-                    .route("/jobs/{uuid}/retry", web::post().to(retry_job))
-                    .route("/upload-url", web::get().to(upload_url))
-                    .route(
-                        "/jobs/{uuid}/download-url",
-                        web::get().to(query::download_url),
-                    )
-                    .route("/filters", web::get().to(query::filters))
-                    .default_service(web::to(not_found)),
-            )
-            .service(
-                web::scope("/contacts")
-                    .wrap(from_fn(require_api_key))
-                    .route("/search", web::post().to(query::search_contacts))
-                    .default_service(web::to(not_found)),
-            )
-            .service(
-                web::scope("/companies")
-                    .wrap(from_fn(require_api_key))
-                    .route("/search", web::post().to(query::search_companies))
-                    .default_service(web::to(not_found)),
-            )
-            .default_service(web::to(not_found));
+            }));
+        for e in ENDPOINTS.iter().filter(|e| e.public) {
+            cfg.route(e.path, (e.route)());
+        }
+        for prefix in PROTECTED_SCOPES {
+            let mut scope = web::scope(prefix).wrap(from_fn(require_api_key));
+            for e in ENDPOINTS.iter().filter(|e| !e.public) {
+                if let Some(rest) = e
+                    .path
+                    .strip_prefix(prefix)
+                    .filter(|rest| rest.starts_with('/'))
+                {
+                    scope = scope.route(rest, (e.route)());
+                }
+            }
+            cfg.service(scope.default_service(web::to(not_found)));
+        }
+        cfg.default_service(web::to(not_found));
     }
 }
 
