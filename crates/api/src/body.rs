@@ -9,8 +9,9 @@ use serde_json::Value;
 
 use crate::error::ApiError;
 
-/// Reads the body as a JSON value. An empty body reads as `{}` when
-/// `empty_is_object` (the list endpoint); otherwise it is an error.
+/// Reads the body as a JSON value. An empty body, or `null`, reads as `{}`
+/// when `empty_is_object` (the list and search endpoints); otherwise an
+/// empty body is an error.
 pub async fn json_body(
     req: &HttpRequest,
     mut payload: web::Payload,
@@ -68,10 +69,15 @@ pub async fn json_body(
             format!("the body must be sent with 'Content-Type: application/json', not '{shown}'"),
         ));
     }
-    serde_json::from_slice(&body).map_err(|e| {
+    let value: Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
             ErrorCode::InvalidBody,
             format!("the request body is not valid JSON: {e}"),
         )
-    })
+    })?;
+    // where no body means {}, so does `null`
+    if empty_is_object && value.is_null() {
+        return Ok(Value::Object(Default::default()));
+    }
+    Ok(value)
 }

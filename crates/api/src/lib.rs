@@ -230,11 +230,55 @@ async fn require_api_key(
         .map(ServiceResponse::map_into_left_body)
 }
 
+/// Whether `path` is an instance of the route `pattern` (`{name}` stands for
+/// one non-empty segment).
+fn path_matches(pattern: &str, path: &str) -> bool {
+    let (mut p, mut s) = (pattern.split('/'), path.split('/'));
+    loop {
+        match (p.next(), s.next()) {
+            (None, None) => return true,
+            (Some(want), Some(got)) if want == got => {}
+            (Some(want), Some(got)) if want.starts_with('{') && !got.is_empty() => {}
+            _ => return false,
+        }
+    }
+}
+
+/// Every request no route took: 405 with `Allow` for a known path called
+/// with another method, otherwise 404; both in the guide's error shape.
 async fn not_found(req: HttpRequest) -> HttpResponse {
-    actix_web::ResponseError::error_response(&ApiError::new(
-        ErrorCode::NotFound,
-        format!("no route for {} {}", req.method(), req.path()),
-    ))
+    // a literal route (`/common/jobs/create`) shadows a pattern (`/common/jobs/{uuid}`)
+    let literal: Vec<&str> = ENDPOINTS
+        .iter()
+        .filter(|e| e.path == req.path())
+        .map(|e| e.method)
+        .collect();
+    let allowed = if literal.is_empty() {
+        ENDPOINTS
+            .iter()
+            .filter(|e| path_matches(e.path, req.path()))
+            .map(|e| e.method)
+            .collect()
+    } else {
+        literal
+    };
+    if allowed.is_empty() {
+        return actix_web::ResponseError::error_response(&ApiError::new(
+            ErrorCode::NotFound,
+            format!("no route for {} {}", req.method(), req.path()),
+        ));
+    }
+    let allow = allowed.join(", ");
+    let mut response = actix_web::ResponseError::error_response(&ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("{} does not take {}; use {allow}", req.path(), req.method()),
+    ));
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allow) {
+        response
+            .headers_mut()
+            .insert(actix_web::http::header::ALLOW, value);
+    }
+    response
 }
 
 /// Prometheus metrics (text exposition format), without an API key like

@@ -24,17 +24,25 @@ struct ErrorBody {
 }
 
 /// A job type this server runs.
-#[derive(ToSchema)]
-#[schema(rename_all = "snake_case")]
+#[derive(ToSchema, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 enum JobType {
     InsertCsvFile,
     ExportCsvFile,
     ReindexSearch,
 }
 
+/// A record service.
+#[derive(ToSchema, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum ServiceName {
+    Contact,
+    Company,
+}
+
 /// A job's state.
-#[derive(ToSchema)]
-#[schema(rename_all = "snake_case")]
+#[derive(ToSchema, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 enum JobStatus {
     Open,
     InQueue,
@@ -49,9 +57,11 @@ enum JobStatus {
 /// `insert_csv_file` takes `s3_key` and optional `s3_bucket`;
 /// `export_csv_file` takes `service` (`contact`/`company`), `vql` and optional
 /// `s3_bucket`; `reindex_search` takes only `service`.
-#[derive(ToSchema)]
+#[derive(ToSchema, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct CreateJobRequest {
     job_type: JobType,
+    #[schema(value_type = Object)]
     job_data: Value,
     /// Retries after a failure; default 0.
     #[schema(minimum = 0)]
@@ -130,7 +140,8 @@ struct JobEnvelope {
 }
 
 /// `POST /common/jobs`: every field optional; an empty body lists everything.
-#[derive(ToSchema)]
+#[derive(ToSchema, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 #[schema(example = json!({"status": ["open", "processing"], "job_type": "insert_csv_file", "limit": 25}))]
 struct ListJobsRequest {
     job_type: Option<String>,
@@ -170,17 +181,13 @@ struct DownloadUrl {
 }
 
 /// A VQL query (the same object as an export's `job_data.vql`).
-#[derive(ToSchema)]
-#[schema(example = json!({
-    "where": {"keyword_match": {"must": {"country": ["USA"]}}},
-    "select_columns": ["first_name", "last_name", "email", "title"],
-    "order_by": [{"order_by": "uuid", "order_direction": "desc"}],
-    "limit": 500
-}))]
+#[derive(ToSchema, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct VqlQuery {
     /// `keyword_match`, `text_match` and `range_query`, each with `must`
     /// and `must_not`; absent matches every record.
-    #[schema(rename = "where")]
+    #[serde(rename = "where")]
+    #[schema(value_type = Option<Object>)]
     where_: Option<Value>,
     select_columns: Option<Vec<String>>,
     order_by: Option<Vec<OrderBy>>,
@@ -189,7 +196,8 @@ struct VqlQuery {
     search_after: Option<Vec<Value>>,
 }
 
-#[derive(ToSchema)]
+#[derive(ToSchema, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct OrderBy {
     order_by: String,
     /// `asc` or `desc`.
@@ -251,11 +259,11 @@ fn openapi_json() {}
     request_body(content = CreateJobRequest, examples(
         ("insert_csv_file" = (summary = "Create an insert job", value = json!({
             "job_type": "insert_csv_file",
-            "job_data": {"s3_key": "uploads/contacts.csv", "s3_bucket": "my-bucket"},
+            "job_data": {"s3_key": "uploads/contacts.csv"},
             "retry_count": 3}))),
         ("export_csv_file" = (summary = "Create an export job", value = json!({
             "job_type": "export_csv_file",
-            "job_data": {"s3_bucket": "my-bucket", "service": "contact", "vql": {
+            "job_data": {"service": "contact", "vql": {
                 "where": {"keyword_match": {"must": {"country": ["USA"]}}},
                 "select_columns": ["first_name", "last_name", "email", "title"],
                 "order_by": [{"order_by": "uuid", "order_direction": "desc"}],
@@ -275,7 +283,7 @@ fn openapi_json() {}
 fn create_job() {}
 
 #[utoipa::path(post, path = "/common/jobs", tag = "jobs",
-    request_body(content = ListJobsRequest, examples(
+    request_body(content = Option<ListJobsRequest>, examples(
         ("open" = (summary = "List all open jobs", value = json!({"status": ["open"], "limit": 50}))),
         ("failed" = (summary = "List failed jobs", value = json!({"status": ["failed"], "limit": 100}))))),
     responses(
@@ -289,7 +297,7 @@ fn create_job() {}
 fn list_jobs() {}
 
 #[utoipa::path(get, path = "/common/jobs/{uuid}", tag = "jobs",
-    params(("uuid" = String, Path, description = "The job's uuid")),
+    params(("uuid" = uuid::Uuid, Path, description = "The job's uuid")),
     responses(
         (status = 200, body = JobEnvelope),
         (status = 400, description = "Malformed uuid (ERR_INVALID_UUID)", body = ErrorBody),
@@ -299,7 +307,7 @@ fn list_jobs() {}
 fn get_job() {}
 
 #[utoipa::path(post, path = "/common/jobs/{uuid}/cancel", tag = "jobs",
-    params(("uuid" = String, Path)),
+    params(("uuid" = uuid::Uuid, Path)),
     responses(
         (status = 200, description = "Job cancelled (it was not running)", body = JobEnvelope),
         (status = 202, description = "Cancellation requested; a running job stops at its next batch boundary", body = JobEnvelope),
@@ -311,7 +319,7 @@ fn get_job() {}
 fn cancel_job() {}
 
 #[utoipa::path(post, path = "/common/jobs/{uuid}/retry", tag = "jobs",
-    params(("uuid" = String, Path)),
+    params(("uuid" = uuid::Uuid, Path)),
     responses(
         (status = 200, description = "A failed job is scheduled to run again from its checkpoint", body = JobEnvelope),
         (status = 400, body = ErrorBody),
@@ -322,7 +330,7 @@ fn cancel_job() {}
 fn retry_job() {}
 
 #[utoipa::path(get, path = "/common/jobs/{uuid}/download-url", tag = "jobs",
-    params(("uuid" = String, Path)),
+    params(("uuid" = uuid::Uuid, Path)),
     responses(
         (status = 200, description = "A presigned GET of a completed export's file", body = DownloadUrl),
         (status = 400, body = ErrorBody),
@@ -334,7 +342,8 @@ fn retry_job() {}
 fn download_url() {}
 
 #[utoipa::path(get, path = "/common/upload-url", tag = "jobs",
-    params(("filename" = String, Query, example = "contacts.csv",
+    params(("filename" = String, Query, example = "contacts.csv", min_length = 1, max_length = 255,
+        pattern = r"^[^/\\\x00-\x1f\x7f-\x9f]*[^/\\\x00-\x1f\x7f-\x9f.\s][^/\\\x00-\x1f\x7f-\x9f]*$",
         description = "A bare file name, at most 255 characters")),
     responses(
         (status = 200, description = "A presigned PUT URL under the uploads prefix", body = UploadUrl),
@@ -346,7 +355,7 @@ fn upload_url() {}
 
 #[utoipa::path(get, path = "/common/filters", tag = "search",
     params(
-        ("service" = String, Query, example = "contact", description = "`contact` or `company`"),
+        ("service" = ServiceName, Query, example = "contact"),
         ("filter_key" = Option<String>, Query, example = "country"),
         ("prefix" = Option<String>, Query, example = "Un"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "Default 100")),
@@ -358,7 +367,11 @@ fn upload_url() {}
 fn filters() {}
 
 #[utoipa::path(post, path = "/contacts/search", tag = "search",
-    request_body = VqlQuery,
+    request_body(content = Option<VqlQuery>, example = json!({
+        "where": {"keyword_match": {"must": {"country": ["USA"]}}},
+        "select_columns": ["first_name", "last_name", "email", "title"],
+        "order_by": [{"order_by": "uuid", "order_direction": "desc"}],
+        "limit": 500})),
     responses(
         (status = 200, description = "One page of contacts", body = SearchPage),
         (status = 400, description = "ERR_INVALID_VQL and friends", body = ErrorBody),
@@ -368,7 +381,11 @@ fn filters() {}
 fn search_contacts() {}
 
 #[utoipa::path(post, path = "/companies/search", tag = "search",
-    request_body = VqlQuery,
+    request_body(content = Option<VqlQuery>, example = json!({
+        "where": {"keyword_match": {"must": {"country": ["Germany"]}}},
+        "select_columns": ["name", "domain", "employees_count"],
+        "order_by": [{"order_by": "employees_count", "order_direction": "desc"}],
+        "limit": 100})),
     responses(
         (status = 200, description = "One page of companies", body = SearchPage),
         (status = 400, body = ErrorBody),

@@ -495,3 +495,42 @@ async fn only_a_failed_job_can_be_retried_and_a_retry_makes_it_due_now() {
     let (status, body) = call(&app, retry("not-a-uuid")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 }
+
+#[actix_web::test]
+async fn a_known_path_with_another_method_is_a_json_405_naming_the_allowed_ones() {
+    let db = TestDb::new().await;
+    let app = app!(db);
+    let req = test::TestRequest::delete().uri("/health").to_request();
+    let resp = app.call(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(resp.headers().get("allow").unwrap(), "GET");
+    // a literal route wins over the `{uuid}` pattern beside it
+    let req = test::TestRequest::put()
+        .uri("/common/jobs/create")
+        .insert_header(("X-API-Key", KEY))
+        .to_request();
+    let resp = app.call(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(resp.headers().get("allow").unwrap(), "POST");
+    let (status, body) = call(
+        &app,
+        test::TestRequest::delete()
+            .uri(&format!("/common/jobs/{}", uuid::Uuid::new_v4()))
+            .insert_header(("X-API-Key", KEY))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(error_code(&body), "ERR_METHOD_NOT_ALLOWED");
+    // behind the key, the key comes first
+    let (status, _) = call(
+        &app,
+        test::TestRequest::delete().uri("/common/jobs").to_request(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // a list filter that is not an object is refused, not read as fields
+    let (status, body) = call(&app, post("/common/jobs", json!([null, null])).to_request()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(error_code(&body), "ERR_INVALID_FILTER");
+}

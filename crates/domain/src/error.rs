@@ -39,6 +39,8 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// A body sent with a content type other than JSON.
     UnsupportedMediaType,
+    /// A known path called with a method it does not take.
+    MethodNotAllowed,
     /// Missing or wrong `X-API-Key`.
     Unauthorized,
     /// No job (or other resource) with that id.
@@ -75,6 +77,7 @@ impl ErrorCode {
             Self::InvalidBody => "ERR_INVALID_BODY",
             Self::PayloadTooLarge => "ERR_PAYLOAD_TOO_LARGE",
             Self::UnsupportedMediaType => "ERR_UNSUPPORTED_MEDIA_TYPE",
+            Self::MethodNotAllowed => "ERR_METHOD_NOT_ALLOWED",
             Self::Unauthorized => "ERR_UNAUTHORIZED",
             Self::NotFound => "ERR_NOT_FOUND",
             Self::InvalidUuid => "ERR_INVALID_UUID",

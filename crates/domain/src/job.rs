@@ -504,6 +504,16 @@ struct ListBody {
 
 /// Validates the body of `POST /common/jobs`. An empty body lists everything.
 pub fn parse_list_request(body: &Value) -> Result<ListFilter, DomainError> {
+    // serde would read an array as the struct's fields in order
+    if !body.is_object() {
+        return Err(DomainError::new(
+            ErrorCode::InvalidFilter,
+            format!(
+                "the list filter must be a JSON object such as {{\"status\": [\"open\"], \"limit\": 10}}, got {}",
+                vql::json_kind(body)
+            ),
+        ));
+    }
     let parsed: ListBody = serde_json::from_value(body.clone()).map_err(|e| {
         DomainError::new(
             ErrorCode::InvalidFilter,
@@ -518,8 +528,14 @@ pub fn parse_list_request(body: &Value) -> Result<ListFilter, DomainError> {
         .collect::<Result<Vec<JobStatus>, _>>()?;
     let limit = match parsed.limit {
         None | Some(Value::Null) => DEFAULT_LIST_LIMIT,
+        // JSON has no integer type: 25.0 is 25
         Some(Value::Number(n)) => n
             .as_i64()
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && f.abs() <= 1e15)
+                    .map(|f| f as i64)
+            })
             .filter(|l| (1..=MAX_LIST_LIMIT).contains(l))
             .ok_or_else(limit_error)?,
         Some(_) => return Err(limit_error()),
@@ -804,6 +820,16 @@ mod tests {
 
     #[test]
     fn list_filters_default_and_bound_the_limit() {
+        for not_an_object in [json!([null, null]), json!("open"), json!(3)] {
+            let e = parse_list_request(&not_an_object).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidFilter, "{not_an_object}");
+            assert!(e.message.contains("must be a JSON object"), "{e}");
+        }
+        assert_eq!(
+            parse_list_request(&json!({"limit": 95.0})).unwrap().limit,
+            95
+        );
+        assert!(parse_list_request(&json!({"limit": 95.5})).is_err());
         let f = parse_list_request(&json!({})).unwrap();
         assert_eq!(f.limit, DEFAULT_LIST_LIMIT);
         assert!(f.statuses.is_empty());
