@@ -94,6 +94,16 @@ async fn index_pairs(os: &OpenSearchBackend, name: &str) -> Vec<String> {
     pairs
 }
 
+/// The names of every `_v{n}` contact index, in `n` order.
+async fn versioned_contact_indices(os: &OpenSearchBackend) -> Vec<String> {
+    os.versioned_indices(Service::Contact)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, n)| n)
+        .collect()
+}
+
 fn verification(job: &Job) -> &Value {
     &job.job_response["verification"]
 }
@@ -135,13 +145,7 @@ async fn a_reindex_moves_the_alias_to_a_new_index_with_the_same_records() {
         os.layout(Service::Contact).await.unwrap(),
         IndexLayout::Alias(vec![format!("{alias}_v2")])
     );
-    let left: Vec<String> = os
-        .versioned_indices(Service::Contact)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(_, n)| n)
-        .collect();
+    let left = versioned_contact_indices(&os).await;
     assert_eq!(left, [format!("{alias}_v2")], "the old index is deleted");
     let settings = os.index_settings(&format!("{alias}_v2")).await.unwrap();
     assert!(
@@ -420,13 +424,7 @@ async fn a_cancelled_reindex_deletes_its_half_built_index_and_leaves_the_alias()
         os.layout(Service::Contact).await.unwrap(),
         IndexLayout::Alias(vec![format!("{alias}_v1")])
     );
-    let left: Vec<String> = os
-        .versioned_indices(Service::Contact)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(_, n)| n)
-        .collect();
+    let left = versioned_contact_indices(&os).await;
     assert_eq!(left, [format!("{alias}_v1")], "the half-built v2 is gone");
     h.stop().await;
 }

@@ -46,6 +46,17 @@ pub struct JsonDocument {
     pub version: Option<i64>,
 }
 
+impl From<connectra_persistence::records::StoredRecord> for JsonDocument {
+    /// A record as PostgreSQL stored it, versioned by its row's `version`.
+    fn from(r: connectra_persistence::records::StoredRecord) -> Self {
+        Self {
+            uuid: r.uuid,
+            json: r.json,
+            version: Some(r.version),
+        }
+    }
+}
+
 /// A document the index refused for good (not a transient failure): the
 /// record stays out of the index, so its import rejects the row instead.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -646,14 +646,7 @@ async fn index_documents(
         .partition(|d| d.service == Service::Company);
     let mut refused = HashMap::new();
     for (service, docs) in [(Service::Company, companies), (Service::Contact, contacts)] {
-        let batch: Vec<JsonDocument> = docs
-            .into_iter()
-            .map(|d| JsonDocument {
-                uuid: d.uuid,
-                json: d.json,
-                version: Some(d.version),
-            })
-            .collect();
+        let batch: Vec<JsonDocument> = docs.into_iter().map(JsonDocument::from).collect();
         let n = batch.len();
         if n > 0 {
             let rejected = search.index_json(service, batch).await.with_context(|| {

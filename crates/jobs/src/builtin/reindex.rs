@@ -304,14 +304,7 @@ async fn copy(
         let Some(last) = page.last() else { break };
         after = Some(last.uuid);
         let n = page.len();
-        let docs: Vec<JsonDocument> = page
-            .into_iter()
-            .map(|r| JsonDocument {
-                uuid: r.uuid,
-                json: r.json,
-                version: Some(r.version),
-            })
-            .collect();
+        let docs: Vec<JsonDocument> = page.into_iter().map(JsonDocument::from).collect();
         let refused = os
             .index_json_into(index, docs)
             .await
