@@ -415,7 +415,7 @@ impl Modify for ApiKeyScheme {
         description = "Background jobs that move B2B datasets between S3, PostgreSQL and OpenSearch, and the VQL query surface."),
     paths(health, ready, metrics, openapi_json, create_job, list_jobs, get_job, cancel_job,
         retry_job, download_url, upload_url, filters, search_contacts, search_companies),
-    components(schemas(ErrorBody, Job, JobEnvelope, JobList, CreateJobRequest, ListJobsRequest, VqlQuery)),
+    components(schemas(ErrorBody, Job, JobEnvelope, JobList, CreateJobRequest, ListJobsRequest, VqlQuery, ServiceName)),
     modifiers(&ApiKeyScheme),
     tags((name = "jobs"), (name = "search"), (name = "service"))
 )]

@@ -66,6 +66,83 @@ async fn the_document_is_openapi_3_1_and_public() {
     );
 }
 
+/// Every `$ref` of the document names a schema it holds.
+#[actix_web::test]
+async fn every_reference_resolves() {
+    fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(r) = m.get("$ref").and_then(Value::as_str) {
+                    out.push(r);
+                }
+                m.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let doc = connectra_api::openapi::document();
+    let mut found = Vec::new();
+    refs(&doc, &mut found);
+    assert!(!found.is_empty());
+    for r in found {
+        let name = r
+            .strip_prefix("#/components/schemas/")
+            .unwrap_or_else(|| panic!("unexpected reference {r}"));
+        assert!(
+            doc["components"]["schemas"][name].is_object(),
+            "{r} does not resolve"
+        );
+    }
+}
+
+/// The document's enums are written out by hand beside the domain's: a
+/// status, job type or service added on one side only fails here.
+#[actix_web::test]
+async fn the_documents_enums_are_the_domains() {
+    let doc = connectra_api::openapi::document();
+    let values = |schema: &str| -> Vec<String> {
+        let mut v: Vec<String> = doc["components"]["schemas"][schema]["enum"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{schema} has no enum"))
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    assert_eq!(
+        values("JobStatus"),
+        sorted(
+            connectra_domain::job::JobStatus::ALL
+                .iter()
+                .map(|s| s.as_str().to_string())
+                .collect()
+        )
+    );
+    assert_eq!(
+        values("JobType"),
+        sorted(
+            [INSERT_CSV_FILE, EXPORT_CSV_FILE, REINDEX_SEARCH]
+                .map(String::from)
+                .to_vec()
+        )
+    );
+    assert_eq!(
+        values("ServiceName"),
+        sorted(
+            connectra_domain::Service::ALL
+                .iter()
+                .map(|s| s.as_str().to_string())
+                .collect()
+        )
+    );
+}
+
 /// A route added to `ENDPOINTS` without documentation, or documented but not
 /// served, fails here.
 #[actix_web::test]
