@@ -20,6 +20,7 @@ scripts/lint_docker.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+scripts/fuzz_api.sh
 scripts/e2e.sh
 # last: it stops and restarts the shared services
 scripts/chaos.sh

@@ -74,6 +74,11 @@ impl AppState {
         }
     }
 
+    /// What the create endpoint checks a job against.
+    pub fn rules(&self) -> &CreateRules {
+        &self.inner.rules
+    }
+
     /// Adds S3: `GET /common/upload-url` presigns uploads into
     /// `default_bucket` under `upload_prefix`, and `/ready` also checks that
     /// the bucket answers.
@@ -564,9 +569,15 @@ pub(crate) fn parse_uuid(raw: &str) -> Result<Uuid, ApiError> {
 }
 
 async fn get_job(
+    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    // `GET /common/jobs/create` is the literal route called with another
+    // method, not a job uuid: 405 with `Allow`, like every other such call
+    if ENDPOINTS.iter().any(|e| e.path == req.path()) {
+        return Ok(not_found(req).await);
+    }
     let job = find_job(&state, &path).await?;
     Ok(HttpResponse::Ok().json(json!({ "data": job, "success": true })))
 }

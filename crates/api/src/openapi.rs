@@ -5,10 +5,15 @@
 
 #![allow(dead_code)] // the structs exist only to be described
 
-use actix_web::HttpResponse;
+use actix_web::{web, HttpResponse};
+use connectra_domain::job::CreateRules;
 use serde_json::{json, Value};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
+
+use crate::AppState;
+
+mod schemas;
 
 /// The name of the API-key security scheme in the document.
 pub const SECURITY_SCHEME: &str = "api_key";
@@ -21,15 +26,6 @@ struct ErrorBody {
     error: String,
     /// Always `false`.
     success: bool,
-}
-
-/// A job type this server runs.
-#[derive(ToSchema, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum JobType {
-    InsertCsvFile,
-    ExportCsvFile,
-    ReindexSearch,
 }
 
 /// A record service.
@@ -53,23 +49,10 @@ enum JobStatus {
     Retrying,
 }
 
-/// `POST /common/jobs/create`. `job_data` depends on `job_type`:
-/// `insert_csv_file` takes `s3_key` and optional `s3_bucket`;
-/// `export_csv_file` takes `service` (`contact`/`company`), `vql` and optional
-/// `s3_bucket`; `reindex_search` takes only `service`.
-#[derive(ToSchema, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateJobRequest {
-    job_type: JobType,
-    #[schema(value_type = Object)]
-    job_data: Value,
-    /// Retries after a failure; default 0.
-    #[schema(minimum = 0)]
-    retry_count: Option<i32>,
-    /// Seconds before a retry; default 30.
-    #[schema(minimum = 0)]
-    retry_interval: Option<i32>,
-}
+/// `POST /common/jobs/create`: a placeholder, written by `schemas.rs` as one
+/// alternative per job type.
+#[derive(ToSchema)]
+struct CreateJobRequest;
 
 /// `job_response`: what a run reported.
 #[derive(ToSchema)]
@@ -180,29 +163,15 @@ struct DownloadUrl {
     success: bool,
 }
 
-/// A VQL query (the same object as an export's `job_data.vql`).
-#[derive(ToSchema, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct VqlQuery {
-    /// `keyword_match`, `text_match` and `range_query`, each with `must`
-    /// and `must_not`; absent matches every record.
-    #[serde(rename = "where")]
-    #[schema(value_type = Option<Object>)]
-    where_: Option<Value>,
-    select_columns: Option<Vec<String>>,
-    order_by: Option<Vec<OrderBy>>,
-    limit: Option<i64>,
-    /// The previous page's `next_search_after`.
-    search_after: Option<Vec<Value>>,
-}
-
-#[derive(ToSchema, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct OrderBy {
-    order_by: String,
-    /// `asc` or `desc`.
-    order_direction: Option<String>,
-}
+/// Placeholders: `schemas.rs` writes these schemas from the field catalogue.
+#[derive(ToSchema)]
+struct ContactVql;
+#[derive(ToSchema)]
+struct CompanyVql;
+#[derive(ToSchema)]
+struct ContactExportVql;
+#[derive(ToSchema)]
+struct CompanyExportVql;
 
 #[derive(ToSchema)]
 struct SearchPage {
@@ -367,7 +336,7 @@ fn upload_url() {}
 fn filters() {}
 
 #[utoipa::path(post, path = "/contacts/search", tag = "search",
-    request_body(content = Option<VqlQuery>, example = json!({
+    request_body(content = Option<ContactVql>, example = json!({
         "where": {"keyword_match": {"must": {"country": ["USA"]}}},
         "select_columns": ["first_name", "last_name", "email", "title"],
         "order_by": [{"order_by": "uuid", "order_direction": "desc"}],
@@ -376,12 +345,14 @@ fn filters() {}
         (status = 200, description = "One page of contacts", body = SearchPage),
         (status = 400, description = "ERR_INVALID_VQL and friends", body = ErrorBody),
         (status = 401, body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 415, description = "The body is not JSON", body = ErrorBody),
         (status = 503, description = "The search backend is unavailable", body = ErrorBody)),
     security(("api_key" = [])))]
 fn search_contacts() {}
 
 #[utoipa::path(post, path = "/companies/search", tag = "search",
-    request_body(content = Option<VqlQuery>, example = json!({
+    request_body(content = Option<CompanyVql>, example = json!({
         "where": {"keyword_match": {"must": {"country": ["Germany"]}}},
         "select_columns": ["name", "domain", "employees_count"],
         "order_by": [{"order_by": "employees_count", "order_direction": "desc"}],
@@ -390,6 +361,8 @@ fn search_contacts() {}
         (status = 200, description = "One page of companies", body = SearchPage),
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
+        (status = 413, body = ErrorBody),
+        (status = 415, body = ErrorBody),
         (status = 503, body = ErrorBody)),
     security(("api_key" = [])))]
 fn search_companies() {}
@@ -415,18 +388,29 @@ impl Modify for ApiKeyScheme {
         description = "Background jobs that move B2B datasets between S3, PostgreSQL and OpenSearch, and the VQL query surface."),
     paths(health, ready, metrics, openapi_json, create_job, list_jobs, get_job, cancel_job,
         retry_job, download_url, upload_url, filters, search_contacts, search_companies),
-    components(schemas(ErrorBody, Job, JobEnvelope, JobList, CreateJobRequest, ListJobsRequest, VqlQuery, ServiceName)),
+    components(schemas(ErrorBody, Job, JobEnvelope, JobList, CreateJobRequest, ListJobsRequest,
+        ContactVql, CompanyVql, ContactExportVql, CompanyExportVql, ServiceName)),
     modifiers(&ApiKeyScheme),
     tags((name = "jobs"), (name = "search"), (name = "service"))
 )]
 struct ApiDoc;
 
-/// The document as JSON.
+/// The document as JSON, for any deployment: the built-in job types, any
+/// bucket name.
 pub fn document() -> Value {
-    serde_json::to_value(ApiDoc::openapi()).unwrap_or_else(|e| json!({"error": e.to_string()}))
+    document_for(None)
+}
+
+/// The document as this deployment serves it: `s3_bucket` limited to its
+/// allowed buckets, and a `job_data` alternative for each job type it runs.
+pub fn document_for(rules: Option<&CreateRules>) -> Value {
+    let mut doc =
+        serde_json::to_value(ApiDoc::openapi()).unwrap_or_else(|e| json!({"error": e.to_string()}));
+    schemas::refine(&mut doc, rules);
+    doc
 }
 
 /// `GET /openapi.json`.
-pub(crate) async fn openapi_json_handler() -> HttpResponse {
-    HttpResponse::Ok().json(document())
+pub(crate) async fn openapi_json_handler(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(document_for(Some(state.rules())))
 }

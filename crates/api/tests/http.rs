@@ -512,6 +512,14 @@ async fn a_known_path_with_another_method_is_a_json_405_naming_the_allowed_ones(
     let resp = app.call(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(resp.headers().get("allow").unwrap(), "POST");
+    // GET, the method of the `{uuid}` route, too: `create` is not a uuid
+    let req = test::TestRequest::get()
+        .uri("/common/jobs/create")
+        .insert_header(("X-API-Key", KEY))
+        .to_request();
+    let resp = app.call(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(resp.headers().get("allow").unwrap(), "POST");
     let (status, body) = call(
         &app,
         test::TestRequest::delete()

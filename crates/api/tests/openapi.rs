@@ -17,16 +17,24 @@ use serde_json::Value;
 
 const KEY: &str = "test-key-1";
 
-fn state(db: &TestDb, bucket: &str) -> AppState {
-    let rules = CreateRules {
+fn rules(bucket: &str) -> CreateRules {
+    CreateRules {
         job_types: [INSERT_CSV_FILE, EXPORT_CSV_FILE, REINDEX_SEARCH]
             .into_iter()
             .map(String::from)
             .collect(),
         allowed_buckets: [bucket.to_string()].into_iter().collect(),
         default_retry_interval: 30,
-    };
-    AppState::new(JobRepo::new(db.pool()), vec![KEY.into()], rules, 64 * 1024)
+    }
+}
+
+fn state(db: &TestDb, bucket: &str) -> AppState {
+    AppState::new(
+        JobRepo::new(db.pool()),
+        vec![KEY.into()],
+        rules(bucket),
+        64 * 1024,
+    )
 }
 
 macro_rules! app {
@@ -59,7 +67,22 @@ async fn the_document_is_openapi_3_1_and_public() {
     let doc = served(&app).await;
     let version = doc["openapi"].as_str().unwrap_or_default();
     assert!(version.starts_with("3.1."), "openapi version {version:?}");
-    assert_eq!(doc, connectra_api::openapi::document());
+    // the served document is this deployment's: its buckets in s3_bucket
+    assert_ne!(doc, connectra_api::openapi::document());
+    assert_eq!(
+        doc,
+        connectra_api::openapi::document_for(Some(&rules("connectra")))
+    );
+    let insert = &doc["components"]["schemas"]["CreateJobRequest"]["oneOf"][0];
+    assert_eq!(
+        insert["properties"]["job_type"]["const"], "insert_csv_file",
+        "{insert}"
+    );
+    assert_eq!(
+        insert["properties"]["job_data"]["properties"]["s3_bucket"]["oneOf"][1]["enum"],
+        serde_json::json!(["connectra"]),
+        "{insert}"
+    );
     assert!(
         doc["components"]["schemas"]["ErrorBody"].is_object(),
         "{doc}"
@@ -97,7 +120,8 @@ async fn every_reference_resolves() {
 }
 
 /// The document's enums are written out by hand beside the domain's: a
-/// status, job type or service added on one side only fails here.
+/// status or service added on one side only fails here; the job types are
+/// the create request's alternatives.
 #[actix_web::test]
 async fn the_documents_enums_are_the_domains() {
     let doc = connectra_api::openapi::document();
@@ -124,8 +148,20 @@ async fn the_documents_enums_are_the_domains() {
                 .collect()
         )
     );
+    // the create request has one alternative per built-in job type
+    let job_types: Vec<String> = doc["components"]["schemas"]["CreateJobRequest"]["oneOf"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|alt| {
+            alt["properties"]["job_type"]["const"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
     assert_eq!(
-        values("JobType"),
+        sorted(job_types),
         sorted(
             [INSERT_CSV_FILE, EXPORT_CSV_FILE, REINDEX_SEARCH]
                 .map(String::from)
@@ -275,4 +311,84 @@ async fn the_documented_create_job_example_is_accepted() {
     documented.sort();
     returned.sort();
     assert_eq!(documented, returned);
+}
+
+/// The VQL schemas come from the field catalogue: each service's columns,
+/// sortable fields and the fields each `where` section accepts.
+#[actix_web::test]
+async fn the_vql_schemas_name_each_services_own_fields() {
+    use connectra_domain::catalogue::{fields, FieldDef};
+    use connectra_domain::Service;
+    let doc = connectra_api::openapi::document();
+    let strings = |v: &Value| -> Vec<String> {
+        let mut v: Vec<String> = match v {
+            Value::Array(a) => a.iter().map(|s| s.as_str().unwrap().to_string()).collect(),
+            Value::Object(m) => m.keys().cloned().collect(),
+            other => panic!("not a list: {other}"),
+        };
+        v.sort();
+        v
+    };
+    let names = |service: Service, keep: fn(&FieldDef) -> bool| -> Vec<String> {
+        let mut v: Vec<String> = fields(service)
+            .iter()
+            .filter(|f| keep(f))
+            .map(|f| f.name.to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    for (service, search, export) in [
+        (Service::Contact, "ContactVql", "ContactExportVql"),
+        (Service::Company, "CompanyVql", "CompanyExportVql"),
+    ] {
+        let schemas = &doc["components"]["schemas"];
+        let vql = &schemas[search]["properties"];
+        assert_eq!(
+            strings(&vql["select_columns"]["oneOf"][1]["items"]["enum"]),
+            names(service, |_| true),
+            "{search}"
+        );
+        assert_eq!(
+            strings(&vql["order_by"]["oneOf"][1]["items"]["properties"]["order_by"]["enum"]),
+            names(service, FieldDef::sortable),
+            "{search}"
+        );
+        let section = |name: &str| {
+            strings(
+                &vql["where"]["oneOf"][1]["properties"][name]["oneOf"][1]["properties"]["must"]
+                    ["oneOf"][1]["properties"],
+            )
+        };
+        assert_eq!(
+            section("keyword_match"),
+            names(service, FieldDef::keyword_matchable)
+        );
+        assert_eq!(
+            section("text_match"),
+            names(service, FieldDef::text_matchable)
+        );
+        assert_eq!(section("range_query"), names(service, FieldDef::rangeable));
+        // an export must name its columns; a search need not
+        assert_eq!(
+            schemas[export]["required"],
+            serde_json::json!(["select_columns"])
+        );
+        assert!(schemas[search]["required"].is_null());
+        let path = if service == Service::Contact {
+            "/contacts/search"
+        } else {
+            "/companies/search"
+        };
+        let body = doc["paths"][path]["post"]["requestBody"].to_string();
+        assert!(
+            body.contains(&format!("#/components/schemas/{search}")),
+            "{body}"
+        );
+    }
+    // the two services differ, so a shared list would have failed above
+    assert_ne!(
+        names(Service::Contact, |_| true),
+        names(Service::Company, |_| true)
+    );
 }

@@ -468,15 +468,7 @@ fn invalid_job_data(job_type: &str, e: &serde_json::Error) -> DomainError {
 fn non_negative_int(v: Option<&Value>, default: i32) -> Option<i32> {
     match v {
         None | Some(Value::Null) => Some(default),
-        Some(Value::Number(n)) => n
-            .as_i64()
-            .or_else(|| n.as_u64().and_then(|u| i64::try_from(u).ok()))
-            .or_else(|| {
-                // 3.0 is an integer written as a float; 3.5 is not.
-                n.as_f64()
-                    .filter(|f| f.fract() == 0.0 && f.abs() < 1e15)
-                    .map(|f| f as i64)
-            })
+        Some(Value::Number(n)) => limits::whole_number(n)
             .filter(|i| *i >= 0)
             .and_then(|i| i32::try_from(i).ok()),
         Some(_) => None,
@@ -529,13 +521,7 @@ pub fn parse_list_request(body: &Value) -> Result<ListFilter, DomainError> {
     let limit = match parsed.limit {
         None | Some(Value::Null) => DEFAULT_LIST_LIMIT,
         // JSON has no integer type: 25.0 is 25
-        Some(Value::Number(n)) => n
-            .as_i64()
-            .or_else(|| {
-                n.as_f64()
-                    .filter(|f| f.fract() == 0.0 && f.abs() <= 1e15)
-                    .map(|f| f as i64)
-            })
+        Some(Value::Number(n)) => limits::whole_number(&n)
             .filter(|l| (1..=MAX_LIST_LIMIT).contains(l))
             .ok_or_else(limit_error)?,
         Some(_) => return Err(limit_error()),

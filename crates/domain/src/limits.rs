@@ -64,6 +64,16 @@ pub fn quote_cell(value: &str) -> String {
 }
 
 /// Whether `s` holds the NUL character, which PostgreSQL text cannot store.
+/// A JSON number as a whole number: `3` and `3.0` (JSON has no integer type),
+/// not `3.5` nor a float too large to be exact.
+pub fn whole_number(n: &serde_json::Number) -> Option<i64> {
+    n.as_i64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() < 1e15)
+            .map(|f| f as i64)
+    })
+}
+
 pub fn has_nul(s: &str) -> bool {
     s.as_bytes().contains(&0)
 }

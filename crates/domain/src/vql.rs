@@ -144,10 +144,25 @@ mod wire {
         select_columns: Option<Vec<String>>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         order_by: Option<Vec<super::OrderBy>>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            deserialize_with = "whole_number"
+        )]
         limit: Option<i64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         search_after: Option<Vec<Value>>,
+    }
+
+    /// `limit`: 500 or 500.0, as JSON has no integer type; the bounds are
+    /// checked with a message of their own.
+    fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+        let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+            return Ok(None);
+        };
+        crate::limits::whole_number(&n).map(Some).ok_or_else(|| {
+            serde::de::Error::custom(format!("invalid value: {n}, expected a whole number"))
+        })
     }
 
     #[derive(Serialize, Deserialize)]
@@ -1699,13 +1714,23 @@ mod tests {
 
     #[test]
     fn limit_must_be_a_whole_number() {
-        for bad in [json!(2.5), json!("10")] {
-            assert_error(
-                company(&json!({ "limit": bad })),
-                ErrorCode::InvalidVql,
-                &["'limit'", "invalid type"],
-            );
-        }
+        assert_error(
+            company(&json!({ "limit": 2.5 })),
+            ErrorCode::InvalidVql,
+            &["'limit'", "2.5", "expected a whole number"],
+        );
+        assert_error(
+            company(&json!({ "limit": "10" })),
+            ErrorCode::InvalidVql,
+            &["'limit'", "invalid type"],
+        );
+        // JSON has no integer type: 470.0 is 470
+        assert_eq!(company(&json!({ "limit": 470.0 })).unwrap().limit, 470);
+        assert_error(
+            company(&json!({ "limit": 1e300 })),
+            ErrorCode::InvalidVql,
+            &["'limit'", "expected a whole number"],
+        );
     }
 
     // --- search_after -------------------------------------------------------
