@@ -42,5 +42,6 @@ e2e:
 bench:
     scripts/stack.sh up
     eval "$(scripts/stack.sh env)" && cargo run --release --locked -p connectra-jobs --example runner_bench
+    scripts/bench/runner_vs_river.sh
     scripts/bench/import.sh
     scripts/bench/export.sh

@@ -7,6 +7,12 @@
 //!    with `PARALLEL_JOBS` workers), in fresh databases.
 //!
 //! Prints a Markdown table for `docs/benchmarks.md`.
+//!
+//! `runner_bench throughput JOBS RUNNERS WORKERS [QUEUE]` runs one
+//! throughput measurement instead and prints its jobs/s alone (what
+//! `scripts/bench/runner_vs_river.sh` alternates with River's bench). The
+//! clock: wall time from the runners' start until a count of completed rows,
+//! polled every 5 ms, reaches JOBS; River's side is timed the same way.
 
 use std::time::{Duration, Instant};
 
@@ -99,16 +105,24 @@ async fn pickup_latency() -> anyhow::Result<(f64, f64, f64)> {
     Ok((pct(0.50), pct(0.95), pct(0.99)))
 }
 
-async fn throughput(runners: usize, workers: usize) -> anyhow::Result<f64> {
+async fn throughput(
+    jobs: usize,
+    runners: usize,
+    workers: usize,
+    queue: Option<usize>,
+) -> anyhow::Result<f64> {
     let db = TestDb::new().await;
     let repo = JobRepo::new(db.pool());
-    repo.create_many(&noop_jobs(THROUGHPUT_JOBS)).await?;
+    repo.create_many(&noop_jobs(jobs)).await?;
     let stop = CancellationToken::new();
     let started = Instant::now();
     let handles: Vec<_> = (0..runners)
         .map(|_| {
             let mut cfg = config(&db);
             cfg.workers = workers;
+            if let Some(q) = queue {
+                cfg.queue_size = q;
+            }
             let runner = Runner::new(
                 JobRepo::new(connectra_persistence::build_pool(db.url(), 8).expect("pool")),
                 noop_registry(),
@@ -117,7 +131,7 @@ async fn throughput(runners: usize, workers: usize) -> anyhow::Result<f64> {
             tokio::spawn(runner.run(stop.clone()))
         })
         .collect();
-    while completed(&repo).await? < THROUGHPUT_JOBS as i64 {
+    while completed(&repo).await? < jobs as i64 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let elapsed = started.elapsed();
@@ -125,11 +139,37 @@ async fn throughput(runners: usize, workers: usize) -> anyhow::Result<f64> {
     for h in handles {
         h.await?;
     }
-    Ok(THROUGHPUT_JOBS as f64 / elapsed.as_secs_f64())
+    Ok(jobs as f64 / elapsed.as_secs_f64())
+}
+
+/// `throughput JOBS RUNNERS WORKERS [QUEUE]`: one measurement, its jobs/s.
+fn one_run(args: &[String]) -> anyhow::Result<Option<[usize; 4]>> {
+    let Some(first) = args.first() else {
+        return Ok(None);
+    };
+    anyhow::ensure!(
+        first == "throughput" && (4..=5).contains(&args.len()),
+        "usage: runner_bench [throughput JOBS RUNNERS WORKERS [QUEUE]]"
+    );
+    let mut n = [0; 4];
+    for (slot, arg) in n.iter_mut().zip(&args[1..]) {
+        *slot = arg
+            .parse()
+            .ok()
+            .filter(|&v| v > 0)
+            .ok_or_else(|| anyhow::anyhow!("{arg:?} is not a positive number"))?;
+    }
+    Ok(Some(n))
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some([jobs, runners, workers, queue]) = one_run(&args)? {
+        let queue = (queue > 0).then_some(queue);
+        println!("{:.0}", throughput(jobs, runners, workers, queue).await?);
+        return Ok(());
+    }
     let (p50, p95, p99) = pickup_latency().await?;
     println!("| measure | result |");
     println!("|---|---|");
@@ -137,7 +177,7 @@ async fn main() -> anyhow::Result<()> {
     // 4 workers is the guide's PARALLEL_JOBS default; 16 its high-throughput advice
     for workers in [4, 16] {
         for runners in [1, 4] {
-            let rate = throughput(runners, workers).await?;
+            let rate = throughput(THROUGHPUT_JOBS, runners, workers, None).await?;
             println!("| no-op jobs/s, {runners} runner(s) × {workers} workers, {THROUGHPUT_JOBS} jobs | {rate:.0} |");
         }
     }

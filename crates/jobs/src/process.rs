@@ -28,6 +28,7 @@ pub enum SetupError {
         #[source]
         source: metrics_exporter_prometheus::BuildError,
     },
+    #[cfg(feature = "builtin")]
     #[error("OPENSEARCH_URL")]
     SearchUrl(#[source] connectra_search::SearchError),
     #[cfg(feature = "builtin")]

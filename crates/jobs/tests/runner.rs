@@ -860,3 +860,49 @@ async fn run_until_idle_runs_what_is_due_waits_for_its_outcomes_and_stops() {
     let again = drain(&db, registry, Mode::FirstTime).await;
     assert_eq!(again, RunReport::default());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_start_batches_never_run_more_handlers_than_workers() {
+    let db = TestDb::new().await;
+    let pool = db.pool();
+    let repo = JobRepo::new(pool.clone());
+    let jobs: Vec<NewJob> = (0..400)
+        .map(|i| job("busy", json!({ "i": i }), 0, 0))
+        .collect();
+    assert_eq!(repo.create_many(&jobs).await.unwrap(), 400);
+    let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut registry = Registry::new();
+    let (n, m) = (now.clone(), most.clone());
+    registry.register_fn("busy", move |_ctx: JobContext| {
+        let (n, m) = (n.clone(), m.clone());
+        async move {
+            let running = n.fetch_add(1, Ordering::SeqCst) + 1;
+            m.fetch_max(running, Ordering::SeqCst);
+            // short and uneven, so slots free up while a start is in flight
+            tokio::time::sleep(Duration::from_millis(1 + (running as u64 % 3))).await;
+            n.fetch_sub(1, Ordering::SeqCst);
+            Ok(JobResponse::default())
+        }
+    });
+    let mut cfg = config(&db, Mode::FirstTime);
+    cfg.workers = 8;
+    let report = Runner::new(repo, registry, cfg).run_until_idle().await;
+    assert_eq!(
+        (report.completed, report.lost, report.failed),
+        (400, 0, 0),
+        "{report:?}"
+    );
+    let most = AtomicUsize::load(&most, Ordering::SeqCst);
+    assert!(
+        (2..=8).contains(&most),
+        "at most 8 handlers at once, and more than one: {most}"
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT count(*) AS n FROM jobs WHERE status = 'completed' AND attempts = 1 AND locked_by IS NULL"
+        )
+        .await,
+        400
+    );
+}

@@ -489,11 +489,14 @@ impl JobRepo {
         let mut conn = self.pool.get().await?;
         let start = kind.start();
         let mut started: Vec<Job> = diesel::sql_query(format!(
-            "WITH locked AS (SELECT id FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE)
+            "WITH locked AS (
+                 SELECT j.id, c.attempt
+                 FROM jobs j JOIN unnest($1::bigint[], $2::int4[]) AS c(id, attempt) ON j.id = c.id
+                 ORDER BY j.id FOR UPDATE OF j)
              UPDATE jobs j SET status = {to}, started_at = coalesce(j.started_at, now()),
                  locked_until = now() + make_interval(secs => $4), updated_at = now()
-             FROM unnest($1::bigint[], $2::int4[]) AS c(id, attempt), locked
-             WHERE j.id = c.id AND locked.id = j.id AND j.attempts = c.attempt AND j.locked_by = $3
+             FROM locked
+             WHERE j.id = locked.id AND j.attempts = locked.attempt AND j.locked_by = $3
                AND {from} AND NOT j.cancel_requested
              RETURNING j.*",
             to = literal(start.to()),
@@ -575,12 +578,17 @@ impl JobRepo {
         let responses: Vec<Value> = done.iter().map(|d| to_json(d.2)).collect();
         let mut conn = self.pool.get().await?;
         let written: Vec<Id> = diesel::sql_query(format!(
-            "WITH locked AS (SELECT id FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE)
-             UPDATE jobs j SET status = {completed}, job_response = j.job_response || c.response,
+            "WITH locked AS (
+                 SELECT j.id, c.attempt, c.response
+                 FROM jobs j
+                 JOIN unnest($1::bigint[], $2::int4[], $3::jsonb[]) AS c(id, attempt, response)
+                   ON j.id = c.id
+                 ORDER BY j.id FOR UPDATE OF j)
+             UPDATE jobs j SET status = {completed}, job_response = j.job_response || locked.response,
                  run_after = NULL, locked_by = NULL, locked_until = NULL,
                  finished_at = now(), updated_at = now()
-             FROM unnest($1::bigint[], $2::int4[], $3::jsonb[]) AS c(id, attempt, response), locked
-             WHERE j.id = c.id AND locked.id = j.id AND j.attempts = c.attempt AND j.locked_by = $4
+             FROM locked
+             WHERE j.id = locked.id AND j.attempts = locked.attempt AND j.locked_by = $4
                AND {from}
              RETURNING j.id",
             completed = literal(moves::COMPLETED),

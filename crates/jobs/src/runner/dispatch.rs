@@ -7,8 +7,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use connectra_domain::job::JobResponse;
+use connectra_persistence::jobs::ClaimKind;
 use connectra_persistence::Job;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -18,6 +19,9 @@ use crate::handler::{JobContext, Stopped};
 
 /// Jobs started together in one statement, at most.
 const MAX_START_BATCH: usize = 256;
+
+/// Start statements in flight at once, each for a batch of its own.
+const START_IN_FLIGHT: usize = 2;
 
 /// How a handler run ended, decided once when it returns.
 pub(super) enum Ending {
@@ -55,14 +59,26 @@ pub(super) async fn dispatch(
 ) -> (mpsc::Receiver<Job>, JoinSet<()>) {
     let kind = s.config.mode.claim_kind();
     let slots = Arc::new(Semaphore::new(s.config.workers.max(1)));
+    let starting = Arc::new(Semaphore::new(START_IN_FLIGHT));
     let mut tasks = JoinSet::new();
     loop {
         while tasks.try_join_next().is_some() {}
+        // The start and the handlers of each batch run in a task of their
+        // own, so the next batch's start need not wait for this one's round
+        // trip; at most START_IN_FLIGHT starts are in flight at once.
+        let start_slot = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            p = starting.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
         let first = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
             p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
         };
+        // let handlers that are about to return free their slots too, so
+        // that the batch is as large as what is free
+        tokio::task::yield_now().await;
         let mut permits = vec![first];
         while permits.len() < MAX_START_BATCH {
             match slots.clone().try_acquire_owned() {
@@ -83,47 +99,70 @@ pub(super) async fn dispatch(
             }
         }
         permits.truncate(jobs.len());
-        let claims: Vec<(i64, i32)> = jobs.iter().map(|j| (j.id, j.attempts)).collect();
-        let started = match s
-            .repo
-            .start_many(kind, &s.id, &claims, s.config.lease)
-            .await
-        {
-            Ok(started) => started,
-            Err(e) => {
-                tracing::error!(error = %e, jobs = jobs.len(), "could not start jobs; handing them back");
-                for job in &jobs {
-                    finish::release(&s, job).await;
-                }
-                continue;
+        let s = s.clone();
+        let done = done.clone();
+        tasks.spawn(
+            async move {
+                let mut running = start_batch(&s, kind, jobs, permits, &done).await;
+                drop(start_slot);
+                while running.join_next().await.is_some() {}
             }
-        };
-        let skipped = jobs.len() - started.len();
-        if skipped > 0 {
-            let started_ids: HashSet<i64> = started.iter().map(|j| j.id).collect();
-            s.holdings.let_go(
-                jobs.iter()
-                    .map(|j| j.id)
-                    .filter(|id| !started_ids.contains(id)),
-            );
-            tracing::info!(skipped, "jobs cancelled or taken back before they started");
-            Counters::add(&s.counters.lost, skipped);
-        }
-        for (job, permit) in started.into_iter().zip(permits) {
-            let span = tracing::info_span!("job", job_uuid = %job.uuid, job_type = %job.job_type,
-                attempt = job.attempts);
-            let (s, done) = (s.clone(), done.clone());
-            tasks.spawn(
-                async move {
-                    let finished = run_started(&s, job).await;
-                    let _ = done.send(finished);
-                    drop(permit);
-                }
-                .instrument(span),
-            );
-        }
+            .in_current_span(),
+        );
     }
     (rx, tasks)
+}
+
+/// Starts a batch of claimed jobs (one statement) and runs the handlers of
+/// those that started, each with its worker slot, in tasks of their own.
+async fn start_batch(
+    s: &Arc<Shared>,
+    kind: ClaimKind,
+    jobs: Vec<Job>,
+    permits: Vec<OwnedSemaphorePermit>,
+    done: &mpsc::UnboundedSender<Finished>,
+) -> JoinSet<()> {
+    let mut running = JoinSet::new();
+    let claims: Vec<(i64, i32)> = jobs.iter().map(|j| (j.id, j.attempts)).collect();
+    let started = match s
+        .repo
+        .start_many(kind, &s.id, &claims, s.config.lease)
+        .await
+    {
+        Ok(started) => started,
+        Err(e) => {
+            tracing::error!(error = %e, jobs = jobs.len(), "could not start jobs; handing them back");
+            for job in &jobs {
+                finish::release(s, job).await;
+            }
+            return running;
+        }
+    };
+    let skipped = jobs.len() - started.len();
+    if skipped > 0 {
+        let started_ids: HashSet<i64> = started.iter().map(|j| j.id).collect();
+        s.holdings.let_go(
+            jobs.iter()
+                .map(|j| j.id)
+                .filter(|id| !started_ids.contains(id)),
+        );
+        tracing::info!(skipped, "jobs cancelled or taken back before they started");
+        Counters::add(&s.counters.lost, skipped);
+    }
+    for (job, permit) in started.into_iter().zip(permits) {
+        let span = tracing::info_span!("job", job_uuid = %job.uuid, job_type = %job.job_type,
+            attempt = job.attempts);
+        let (s, done) = (s.clone(), done.clone());
+        running.spawn(
+            async move {
+                let finished = run_started(&s, job).await;
+                let _ = done.send(finished);
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+    running
 }
 
 /// Runs a started job's handler in a task of its own (so a panic is caught

@@ -20,7 +20,7 @@ use super::dispatch::{Ending, Finished, Setback};
 use super::{Counters, Shared};
 
 /// Outcomes written together in one statement, at most.
-const MAX_FINISH_BATCH: usize = 1024;
+const MAX_FINISH_BATCH: usize = 256;
 
 /// Runs `write` until it succeeds, for up to `for_up_to`.
 async fn persist<T, F, Fut>(
