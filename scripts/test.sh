@@ -20,6 +20,8 @@ scripts/lint_docker.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+# the dashboard in a real browser (headless Chromium, selenium)
+scripts/browser_test.sh
 scripts/e2e.sh
 # last: it stops and restarts the shared services
 scripts/chaos.sh
