@@ -177,7 +177,10 @@ async fn pages_without_a_valid_session_redirect_to_the_login() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
-    assert_eq!(repo.get(uuid).await.unwrap().unwrap().status, JobStatus::Open);
+    assert_eq!(
+        repo.get(uuid).await.unwrap().unwrap().status,
+        JobStatus::Open
+    );
     // the login page itself is open
     let resp = app.call(get("", "/ui/login")).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
@@ -196,7 +199,10 @@ async fn cancel_needs_the_sessions_csrf_token_and_then_cancels() {
         let resp = app.call(post_form(&cookie, &uri, &form)).await.unwrap();
         assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{form:?}");
         assert!(body_text(resp).await.contains("CSRF"));
-        assert_eq!(repo.get(uuid).await.unwrap().unwrap().status, JobStatus::Open);
+        assert_eq!(
+            repo.get(uuid).await.unwrap().unwrap().status,
+            JobStatus::Open
+        );
     }
     let resp = app
         .call(post_form(&cookie, &uri, &[("csrf", &csrf)]))
@@ -211,7 +217,12 @@ async fn cancel_needs_the_sessions_csrf_token_and_then_cancels() {
     assert_eq!(job.status, JobStatus::Failed);
     assert_eq!(job.response().cancelled, Some(true));
     // the detail page says so, and offers neither cancel nor retry any more
-    let html = body_text(app.call(get(&cookie, &format!("/ui/jobs/{uuid}?notice=cancelled"))).await.unwrap()).await;
+    let html = body_text(
+        app.call(get(&cookie, &format!("/ui/jobs/{uuid}?notice=cancelled")))
+            .await
+            .unwrap(),
+    )
+    .await;
     assert!(html.contains("The job was cancelled"));
     assert!(!html.contains("id=\"cancel\""));
     assert!(!html.contains("id=\"retry\""));
@@ -253,7 +264,11 @@ async fn logout_ends_the_session() {
     assert_eq!(resp.status(), StatusCode::SEE_OTHER);
     assert_eq!(resp.headers().get("location").unwrap(), "/ui/login");
     let resp = app.call(get(&cookie, "/ui")).await.unwrap();
-    assert_eq!(resp.status(), StatusCode::SEE_OTHER, "the old cookie is dead");
+    assert_eq!(
+        resp.status(),
+        StatusCode::SEE_OTHER,
+        "the old cookie is dead"
+    );
 }
 
 /// The uuids of the list page's rows, in order.
@@ -271,7 +286,14 @@ async fn the_list_filters_by_type_and_status_pages_newest_first_and_refuses_bad_
     let repo = JobRepo::new(db.pool());
     let mut imports = Vec::new();
     for i in 0..30 {
-        imports.push(new_job(&repo, INSERT_CSV_FILE, json!({"s3_key": format!("{i}.csv")})).await);
+        imports.push(
+            new_job(
+                &repo,
+                INSERT_CSV_FILE,
+                json!({"s3_key": format!("{i}.csv")}),
+            )
+            .await,
+        );
     }
     let export = new_job(&repo, EXPORT_CSV_FILE, json!({"service": "contact"})).await;
     repo.cancel(imports[0]).await.unwrap();
@@ -326,7 +348,10 @@ async fn the_list_filters_by_type_and_status_pages_newest_first_and_refuses_bad_
     // the overview counts them
     let (status, html) = page("/ui").await;
     assert_eq!(status, StatusCode::OK);
-    assert!(html.contains("<span class=\"big\" id=\"total-jobs\">31</span>"), "{html}");
+    assert!(
+        html.contains("<span class=\"big\" id=\"total-jobs\">31</span>"),
+        "{html}"
+    );
     assert!(html.contains("<span class=\"big\" id=\"queue-depth\">30</span>"));
 }
 
@@ -343,7 +368,10 @@ async fn job_data_is_escaped_in_html() {
     )
     .await;
     let (cookie, _) = login(&app).await;
-    let resp = app.call(get(&cookie, &format!("/ui/jobs/{uuid}"))).await.unwrap();
+    let resp = app
+        .call(get(&cookie, &format!("/ui/jobs/{uuid}")))
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let csp = resp
         .headers()
@@ -374,7 +402,12 @@ async fn assets_are_served_with_a_long_cache() {
             .unwrap();
         assert_eq!(resp.status(), StatusCode::OK, "{name}");
         let h = resp.headers();
-        assert!(h.get("content-type").unwrap().to_str().unwrap().starts_with(ct));
+        assert!(h
+            .get("content-type")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with(ct));
         assert!(h
             .get("cache-control")
             .unwrap()

@@ -190,16 +190,27 @@ pub fn scope() -> actix_web::Scope<
 > {
     let headers = DefaultHeaders::new()
         .add((header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
-        .add((header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP)))
+        .add((
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        ))
         .add((header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
-        .add((header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
-        .add((header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")));
+        .add((
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .add((
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("same-origin"),
+        ));
     web::scope("/ui")
         .wrap(headers)
         .app_data(
             web::FormConfig::default()
                 .limit(FORM_LIMIT)
-                .error_handler(|e, _| UiError::BadRequest(format!("the form cannot be read: {e}")).into()),
+                .error_handler(|e, _| {
+                    UiError::BadRequest(format!("the form cannot be read: {e}")).into()
+                }),
         )
         .route("", web::get().to(pages::overview))
         .route("/", web::get().to(pages::overview))

@@ -32,7 +32,8 @@ fn now() -> OffsetDateTime {
 }
 
 fn uuid_of(raw: &str) -> Result<Uuid, UiError> {
-    Uuid::parse_str(raw).map_err(|_| UiError::BadRequest(format!("'{raw}' is not a valid job uuid")))
+    Uuid::parse_str(raw)
+        .map_err(|_| UiError::BadRequest(format!("'{raw}' is not a valid job uuid")))
 }
 
 async fn job_of(state: &AppState, raw: &str) -> Result<connectra_persistence::Job, UiError> {
@@ -389,9 +390,7 @@ struct DetailQuery {
 fn notice_text(code: &str) -> Option<&'static str> {
     Some(match code {
         "cancelled" => "The job was cancelled; it will not run again.",
-        "cancel-requested" => {
-            "Cancellation requested: the job stops at its next batch boundary."
-        }
+        "cancel-requested" => "Cancellation requested: the job stops at its next batch boundary.",
         "already-finished" => "The job had already finished; nothing changed.",
         "retried" => "The job is scheduled for a retry; it resumes from its checkpoint.",
         "not-retryable" => "Only a failed job that was not cancelled can be retried.",
@@ -421,7 +420,8 @@ pub async fn job_detail(
     let job = job_of(&state, &path).await?;
     let q = web::Query::<DetailQuery>::from_query(req.query_string())
         .map_err(|e| UiError::BadRequest(format!("the query cannot be read: {e}")))?;
-    let rejections = dashboard::rejections(state.inner.repo.pool(), job.id, REJECTIONS_SHOWN).await?;
+    let rejections =
+        dashboard::rejections(state.inner.repo.pool(), job.id, REJECTIONS_SHOWN).await?;
     let page = JobPage {
         logged_in: true,
         csrf: session.csrf_token,
@@ -538,9 +538,13 @@ pub async fn download(
 ) -> Result<HttpResponse, UiError> {
     let job = job_of(&state, &path).await?;
     let detail = JobDetail::of(&job, String::new());
-    let key = job.response().s3_key.filter(|_| detail.has_download).ok_or_else(|| {
-        UiError::NotFound(format!("job '{}' is not a completed export", job.uuid))
-    })?;
+    let key = job
+        .response()
+        .s3_key
+        .filter(|_| detail.has_download)
+        .ok_or_else(|| {
+            UiError::NotFound(format!("job '{}' is not a completed export", job.uuid))
+        })?;
     presigned_redirect(&state, &job, &key).await
 }
 

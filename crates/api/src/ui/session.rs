@@ -65,7 +65,8 @@ fn is_https(req: &HttpRequest) -> bool {
 
 /// Refuses a login posted from another site. Browsers send `Sec-Fetch-Site`
 /// (and `Origin` on every POST); a value saying the form came from elsewhere
-/// is 403. A client that sends neither (curl, a test) is not a browser that
+/// is 403. `Sec-Fetch-Site` decides when present; otherwise `Origin` must be
+/// this server's. A client that sends neither (curl, a test) is not a browser that
 /// could be tricked into posting.
 pub(super) fn check_same_origin(req: &HttpRequest) -> Result<(), UiError> {
     let header = |name: &str| {
@@ -74,13 +75,16 @@ pub(super) fn check_same_origin(req: &HttpRequest) -> Result<(), UiError> {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
+    // a browser that sends Sec-Fetch-Site says where the form came from
     if let Some(site) = header("sec-fetch-site") {
         if !matches!(site.as_str(), "same-origin" | "none") {
             return Err(UiError::Forbidden(format!(
                 "this form was posted from another site (Sec-Fetch-Site: {site})"
             )));
         }
+        return Ok(());
     }
+    // an older one only its Origin (`null` from a sandboxed or privacy-restricted context)
     if let Some(origin) = header("origin") {
         let info = req.connection_info();
         let expected = format!("{}://{}", info.scheme(), info.host());
@@ -107,7 +111,9 @@ impl Session {
     /// a missing or wrong one is 403.
     pub fn check_csrf(&self, given: Option<&str>) -> Result<(), UiError> {
         match given {
-            Some(given) if crate::constant_time_eq(given.as_bytes(), self.csrf_token.as_bytes()) => {
+            Some(given)
+                if crate::constant_time_eq(given.as_bytes(), self.csrf_token.as_bytes()) =>
+            {
                 Ok(())
             }
             _ => Err(UiError::Forbidden(

@@ -83,7 +83,8 @@ pub fn duration(secs: f64) -> String {
 #[derive(Debug, Clone)]
 pub struct ProgressView {
     pub uuid: String,
-    /// Whether the job runs now: the fragment then polls itself.
+    /// Whether the job may still change (waiting, queued or running): the
+    /// fragment then polls itself.
     pub live: bool,
     pub status: &'static str,
     pub rows: i64,
@@ -105,7 +106,10 @@ impl ProgressView {
             .map(|s| (now - s).as_seconds_f64())
             .filter(|e| *e > 0.5);
         let finished = job.finished_at.is_some() && !job.status.is_leased();
-        let live = job.status.is_leased();
+        // polls until the job's outcome is final: also while it waits to be claimed or retried
+        let live = !matches!(job.status, JobStatus::Completed)
+            && !(job.status == JobStatus::Failed && job.run_after.is_none());
+        let running = job.status.is_leased();
         let percent = job
             .bytes_total
             .filter(|t| *t > 0)
@@ -115,7 +119,7 @@ impl ProgressView {
             } else {
                 None
             });
-        let rate = if live {
+        let rate = if running {
             elapsed.map(|e| job.rows_processed as f64 / e)
         } else {
             match (job.started_at, job.finished_at) {
@@ -125,7 +129,7 @@ impl ProgressView {
                 _ => None,
             }
         };
-        let eta = match (live, elapsed, job.bytes_total) {
+        let eta = match (running, elapsed, job.bytes_total) {
             (true, Some(e), Some(total)) if job.bytes_read > 0 && total >= job.bytes_read => {
                 Some(e * (total - job.bytes_read) as f64 / job.bytes_read as f64)
             }
@@ -176,7 +180,9 @@ pub fn can_cancel(job: &Job) -> bool {
 
 /// Whether the dashboard offers a retry: a failed job that was not cancelled.
 pub fn can_retry(job: &Job) -> bool {
-    job.status == JobStatus::Failed && !job.cancel_requested && job.response().cancelled != Some(true)
+    job.status == JobStatus::Failed
+        && !job.cancel_requested
+        && job.response().cancelled != Some(true)
 }
 
 /// One row of the job list.
