@@ -384,7 +384,7 @@ async fn job_data_is_escaped_in_html() {
     let html = body_text(resp).await;
     assert!(!html.contains(evil), "unescaped job_data: {html}");
     assert!(!html.contains("<img src=x"));
-    assert!(html.contains("&lt;script&gt;alert(1)"), "{html}");
+    assert!(html.contains("&#60;script&#62;alert(1)"), "{html}");
 }
 
 #[actix_web::test]
@@ -418,4 +418,65 @@ async fn assets_are_served_with_a_long_cache() {
     }
     let resp = app.call(get("", "/ui/assets/nope.js")).await.unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+}
+
+#[actix_web::test]
+async fn the_progress_fragment_polls_while_the_job_may_change_and_shows_rate_and_eta() {
+    let db = TestDb::new().await;
+    let app = app!(db);
+    let repo = JobRepo::new(db.pool());
+    let running = new_job(&repo, INSERT_CSV_FILE, json!({"s3_key": "a.csv"})).await;
+    let done = new_job(&repo, INSERT_CSV_FILE, json!({"s3_key": "b.csv"})).await;
+    let (client, conn) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    // 10 s in, a quarter of 4 MB read: 100 rows/s, about 30 s to go
+    client
+        .execute(
+            "UPDATE jobs SET status = 'processing', locked_by = 'r1', locked_until = now() + interval '1 minute',
+                 started_at = now() - interval '10 seconds', rows_processed = 1000,
+                 bytes_read = 1000000, bytes_total = 4000000 WHERE uuid = $1",
+            &[&running],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "UPDATE jobs SET status = 'completed', started_at = now() - interval '2 seconds',
+                 finished_at = now(), rows_processed = 10 WHERE uuid = $1",
+            &[&done],
+        )
+        .await
+        .unwrap();
+    let (cookie, _) = login(&app).await;
+    let html = body_text(
+        app.call(get(&cookie, &format!("/ui/jobs/{running}/progress")))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(
+        html.contains(&format!("hx-get=\"/ui/jobs/{running}/progress\"")),
+        "{html}"
+    );
+    assert!(html.contains("data-rows=\"1000\""));
+    assert!(html.contains("data-percent=\"25.0\""));
+    assert!(html.contains("100 rows/s"), "{html}");
+    assert!(html.contains("ETA 30s"), "{html}");
+    assert!(html.contains("1.0 MB of 4.0 MB"));
+    let html = body_text(
+        app.call(get(&cookie, &format!("/ui/jobs/{done}/progress")))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(
+        !html.contains("hx-get"),
+        "a finished job stops polling: {html}"
+    );
+    assert!(html.contains("data-status=\"completed\""));
+    // the overview lists the runner that holds the running job
+    let html = body_text(app.call(get(&cookie, "/ui")).await.unwrap()).await;
+    assert!(html.contains("<code>r1</code>"), "{html}");
 }

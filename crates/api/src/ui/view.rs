@@ -107,8 +107,11 @@ impl ProgressView {
             .filter(|e| *e > 0.5);
         let finished = job.finished_at.is_some() && !job.status.is_leased();
         // polls until the job's outcome is final: also while it waits to be claimed or retried
-        let live = !matches!(job.status, JobStatus::Completed)
-            && !(job.status == JobStatus::Failed && job.run_after.is_none());
+        let live = match job.status {
+            JobStatus::Completed => false,
+            JobStatus::Failed => job.run_after.is_some(),
+            _ => true,
+        };
         let running = job.status.is_leased();
         let percent = job
             .bytes_total
