@@ -21,6 +21,8 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
 scripts/fuzz_api.sh
+# the dashboard in a real browser (headless Chromium, selenium)
+scripts/browser_test.sh
 scripts/e2e.sh
 # last: it stops and restarts the shared services
 scripts/chaos.sh

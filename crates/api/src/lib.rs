@@ -5,6 +5,7 @@ mod error;
 pub mod openapi;
 mod query;
 mod serve;
+pub mod ui;
 
 use std::sync::Arc;
 
@@ -211,6 +212,8 @@ pub fn configure(state: AppState) -> impl FnOnce(&mut web::ServiceConfig) {
             }
             cfg.service(scope.default_service(web::to(not_found)));
         }
+        // the HTML dashboard: not part of the JSON API nor of ENDPOINTS
+        cfg.service(ui::scope());
         cfg.default_service(web::to(not_found));
     }
 }

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod dashboard;
 pub mod filters;
 pub mod jobs;
 mod pool;
