@@ -43,4 +43,6 @@ bench:
     scripts/stack.sh up
     eval "$(scripts/stack.sh env)" && cargo run --release --locked -p connectra-jobs --example runner_bench
     scripts/bench/import.sh
+    scripts/bench/import_vs_copy.sh
+    scripts/bench/import_vs_esbulk.sh
     scripts/bench/export.sh
