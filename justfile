@@ -44,4 +44,6 @@ bench:
     eval "$(scripts/stack.sh env)" && cargo run --release --locked -p connectra-jobs --example runner_bench
     scripts/bench/runner_vs_river.sh
     scripts/bench/import.sh
+    scripts/bench/import_vs_copy.sh
+    scripts/bench/import_vs_esbulk.sh
     scripts/bench/export.sh

@@ -4,6 +4,9 @@
 # file in the same run; and the job-runner's peak RSS for ~100 MB and ~1 GB
 # files. Prints Markdown rows for docs/benchmarks.md.
 #
+# The BIG_ROWS import is sampled every 0.5 s (rows processed, RSS) and drawn
+# as docs/import-1gb.svg (crates/jobs/examples/bench_chart.rs).
+#
 # Env: ROWS (default 1000000), BIG_ROWS (default 6000000, ~1 GB; 0 skips).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -36,6 +39,12 @@ echo "| import, PostgreSQL + OpenSearch | $(printf '%.1f' "$os_s") s, $(rate "$o
 for n in "$MID_ROWS" "$BIG_ROWS"; do
   [ "$n" -gt 0 ] || continue
   f=$(gen "$n"); upload "$f" "bench/contacts-$n.csv"
-  read -r r s rss <<<"$(run_import "bench_rss_$n" "bench/contacts-$n.csv" no)"
+  samples=""
+  [ "$n" != "$BIG_ROWS" ] || samples="$BENCH/samples-$n.csv"
+  read -r r s rss <<<"$(SAMPLES=$samples run_import "bench_rss_$n" "bench/contacts-$n.csv" no)"
+  if [ -n "$samples" ]; then
+    cargo run --locked -q -p connectra-jobs --features builtin --example bench_chart -- "$samples" docs/import-1gb.svg \
+      "import of $n contacts ($(( $(stat -c %s "$f") / 1000000 )) MB), PostgreSQL backend, batch ${BATCH:-5000}" >&2
+  fi
   echo "| peak RSS, $n rows ($(( $(stat -c %s "$f") / 1000000 )) MB), PostgreSQL backend | $((rss / 1024)) MiB ($(rate "$r" "$s") rows/s) |"
 done

@@ -33,6 +33,7 @@ fresh_db() { # name -> url, migrated; its OpenSearch indices (prefix = name) are
 
 # run_job <db-url> <job_type> <job_data json> <opensearch:yes|no> -> "rows seconds peak_rss_kib"
 # RUNNER_BIN picks another job-runner binary (to compare two builds in one run).
+# SAMPLES=<file> records "t_s,rows_processed,rss_kib" every 0.5 s while it runs.
 run_job() {
   local url=$1
   local os_env=(env -u OPENSEARCH_URL)
@@ -44,9 +45,18 @@ run_job() {
     BATCH_SIZE_FOR_INSERTION="${BATCH:-5000}" RUST_LOG=warn "${RUNNER_BIN:-target/release/job-runner}" 2>"$log" &
   local pid=$!
   psql -q -X "$url" -c "DELETE FROM jobs" -c "INSERT INTO jobs (uuid, job_type, data) VALUES (gen_random_uuid(), '$2', '$3')"
-  local status=""
+  local status="" t0; t0=$(date +%s.%N)
+  [ -z "${SAMPLES:-}" ] || echo "t_s,rows_processed,rss_kib" >"$SAMPLES"
   while :; do
-    status=$(psql -AtX "$url" -c "SELECT status FROM jobs")
+    if [ -n "${SAMPLES:-}" ]; then
+      local now rows rss
+      now=$(date +%s.%N)
+      read -r status rows <<<"$(psql -AtX -F ' ' "$url" -c "SELECT status, rows_processed FROM jobs")"
+      rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+      echo "$(calc "round($now - $t0, 2)"),$rows,$rss" >>"$SAMPLES"
+    else
+      status=$(psql -AtX "$url" -c "SELECT status FROM jobs")
+    fi
     case "$status" in completed|failed) break ;; esac
     kill -0 "$pid" 2>/dev/null || { echo "job-runner died; see $log" >&2; exit 1; }
     sleep 0.5

@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{assert_same_records, count, Harness};
+use common::{assert_same_records, count, exec, Harness};
 use connectra_domain::job::JobStatus;
 use connectra_persistence::records::APPLICATION_NAME;
 use connectra_persistence::testing::job_until;
@@ -91,5 +91,87 @@ async fn import_connections_cut_mid_import_are_reopened_and_the_first_attempt_co
         ROWS as i64
     );
     assert_same_records(&h).await;
+    h.stop().await;
+}
+
+/// Batches of 10 lines coalesced into groups of 100 (one transaction each):
+/// mid-file the runner is stopped while the import's connections are cut
+/// under the groups in flight, whose transactions roll back. The checkpoint
+/// left behind is a batch boundary that covers exactly the committed lines,
+/// and the next runner resumes there: no line lost, none counted twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_inside_a_coalesced_group_resumes_exactly_at_a_batch_boundary() {
+    const BATCH: usize = 10;
+    let mut h = Harness::new(false).await;
+    h.group_rows = 100;
+    h.config.shutdown_grace = Duration::ZERO;
+    h.start(BATCH);
+    let key = h
+        .upload("contacts.csv", contacts_csv(ROWS).as_bytes())
+        .await;
+    let job = h
+        .create("insert_csv_file", serde_json::json!({ "s3_key": key }))
+        .await;
+    let running = job_until(
+        &h.repo,
+        job.uuid,
+        Duration::from_secs(120),
+        "the import to pass a third of the file",
+        |j| {
+            j.rows_processed >= (ROWS / 3) as i64
+                || matches!(j.status, JobStatus::Completed | JobStatus::Failed)
+        },
+    )
+    .await;
+    assert!(running.status.is_running(), "the import ended too soon");
+    let pool = h.pool();
+    let cut_sql = format!(
+        "SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity \
+         WHERE datname = current_database() AND application_name = '{APPLICATION_NAME}'"
+    );
+    let (cut, _) = tokio::join!(count(&pool, &cut_sql), h.stop_runner());
+    let stopped = h.repo.get(job.uuid).await.unwrap().unwrap();
+    assert_ne!(
+        stopped.status,
+        JobStatus::Completed,
+        "the stop came too late"
+    );
+    let checkpoint = stopped.checkpoint.clone().expect("a checkpoint");
+    let next_line = checkpoint["next_line"].as_i64().unwrap();
+    let lines_done = checkpoint["rows_processed"].as_i64().unwrap()
+        + checkpoint["rows_rejected"].as_i64().unwrap();
+    // the header is line 1; whole batches of 10 lines follow it
+    assert_eq!(
+        (next_line - 2) % BATCH as i64,
+        0,
+        "{checkpoint} after {cut} cuts"
+    );
+    assert_eq!(lines_done, next_line - 2, "{checkpoint}");
+    // what the checkpoint counts is what PostgreSQL holds, and no more
+    assert_eq!(
+        count(&h.pool(), "SELECT count(*) AS n FROM contacts").await
+            + count(&h.pool(), "SELECT count(*) AS n FROM job_rejections").await,
+        lines_done,
+        "{checkpoint}"
+    );
+    // handed back or failed by the stop: opened again, as a retry would,
+    // with its checkpoint kept
+    exec(
+        &h.pool(),
+        &format!(
+            "UPDATE jobs SET status = 'open', locked_by = NULL, locked_until = NULL WHERE id = {}",
+            job.id
+        ),
+    )
+    .await;
+    h.start(BATCH);
+    let done = h.wait(&job).await;
+    assert_eq!(done.status, JobStatus::Completed, "{}", done.job_response);
+    assert_eq!(done.rows_processed, ROWS as i64);
+    assert_eq!(done.rows_rejected, ROWS.div_ceil(5000) as i64);
+    assert_eq!(
+        count(&h.pool(), "SELECT count(*) AS n FROM contacts").await,
+        ROWS as i64
+    );
     h.stop().await;
 }

@@ -17,7 +17,7 @@ use connectra_domain::limits::{storable, MAX_FILTER_VALUE_BYTES};
 use connectra_domain::Service;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{to_sql_checked, IsNull, Json, Kind, ToSql, Type};
-use tokio_postgres::{Client, NoTls, Transaction};
+use tokio_postgres::{Client, NoTls, Statement, Transaction};
 use uuid::Uuid;
 
 use crate::Result;
@@ -91,6 +91,11 @@ impl Sources {
         self.lines.push(line);
         self.text.extend_from_slice(raw);
         self.ends.push(self.text.len());
+    }
+
+    /// The bytes of original text held.
+    pub fn text_bytes(&self) -> usize {
+        self.text.len()
     }
 
     /// The `i`-th record's line and original text.
@@ -172,6 +177,9 @@ pub struct RecordWriter {
     job_id: i64,
     /// The claim whose batches these are: (attempt, runner id).
     fence: Option<(i32, String)>,
+    /// The batch statements, prepared once per connection: parsed and
+    /// planned once, not once per batch.
+    prepared: HashMap<String, Statement>,
 }
 
 /// The staging column type of a field of `kind`: what a binary COPY row
@@ -249,6 +257,16 @@ fn upsert_sql(service: Service, returning: bool) -> String {
     )
 }
 
+/// The binary COPY into a service's staging table.
+fn copy_sql(service: Service) -> String {
+    let names: Vec<&str> = import_columns(service).iter().map(|f| f.name).collect();
+    format!(
+        "COPY stage_{} ({}) FROM STDIN (FORMAT binary)",
+        service.table(),
+        names.join(", ")
+    )
+}
+
 /// Adds the batch's distinct filter values.
 fn filters_sql(service: Service) -> String {
     let t = service.table();
@@ -323,18 +341,12 @@ impl ToSql for CopyCell<'_> {
 /// format.
 async fn copy_rows<R: std::borrow::Borrow<Row>>(
     tx: &Transaction<'_>,
-    table: &str,
+    copy: &Statement,
     columns: &ImportColumns,
     rows: &[R],
 ) -> Result<()> {
-    let names: Vec<&str> = columns.iter().map(|f| f.name).collect();
     let types: Vec<Type> = columns.iter().map(|f| column_type(f.kind)).collect();
-    let sink = tx
-        .copy_in(&format!(
-            "COPY {table} ({}) FROM STDIN (FORMAT binary)",
-            names.join(", ")
-        ))
-        .await?;
+    let sink = tx.copy_in(copy).await?;
     let writer = BinaryCopyInWriter::new(sink, &types);
     futures::pin_mut!(writer);
     for row in rows {
@@ -452,7 +464,18 @@ impl RecordWriter {
             client,
             job_id,
             fence: None,
+            prepared: HashMap::new(),
         })
+    }
+
+    /// `sql`, prepared on this connection the first time it is asked for.
+    async fn statement(&mut self, sql: String) -> Result<Statement> {
+        if let Some(s) = self.prepared.get(&sql) {
+            return Ok(s.clone());
+        }
+        let s = self.client.prepare(&sql).await?;
+        self.prepared.insert(sql, s.clone());
+        Ok(s)
     }
 
     /// Fences every batch by this claim of the job: each batch's transaction
@@ -475,23 +498,45 @@ impl RecordWriter {
         batch: &RecordBatch,
         want_documents: bool,
     ) -> Result<(StagedBatch<'_>, Vec<StoredRecord>)> {
+        let groups = [
+            (Service::Company, &batch.companies),
+            (service, &batch.records),
+        ];
+        // prepared before the transaction opens (it borrows the connection)
+        let fence = match &self.fence {
+            Some(_) => Some(
+                self.statement(format!(
+                    "SELECT 1 FROM jobs WHERE id = $1 AND attempts = $2 AND locked_by = $3 \
+                     AND {} FOR KEY SHARE",
+                    crate::status::is_one_of(
+                        "status",
+                        crate::status::statuses(connectra_domain::job::JobStatus::is_running)
+                    )
+                ))
+                .await?,
+            ),
+            None => None,
+        };
+        let mut steps = Vec::new();
+        for (svc, rows) in groups {
+            if rows.is_empty() {
+                continue;
+            }
+            steps.push((
+                svc,
+                rows,
+                self.statement(copy_sql(svc)).await?,
+                self.statement(upsert_sql(svc, want_documents)).await?,
+                self.statement(filters_sql(svc)).await?,
+            ));
+        }
         let tx = self.client.transaction().await?;
-        if let Some((attempt, runner_id)) = &self.fence {
+        if let (Some(fence), Some((attempt, runner_id))) = (fence, &self.fence) {
             // KEY SHARE: progress writes and lease renewals go on, but a
             // rescue's FOR UPDATE SKIP LOCKED passes this job by until the
             // batch commits
             let held = tx
-                .query_opt(
-                    &format!(
-                        "SELECT 1 FROM jobs WHERE id = $1 AND attempts = $2 AND locked_by = $3 \
-                         AND {} FOR KEY SHARE",
-                        crate::status::is_one_of(
-                            "status",
-                            crate::status::statuses(connectra_domain::job::JobStatus::is_running)
-                        )
-                    ),
-                    &[&self.job_id, attempt, runner_id],
-                )
+                .query_opt(&fence, &[&self.job_id, attempt, runner_id])
                 .await?;
             if held.is_none() {
                 return Err(crate::Error::LeaseLost {
@@ -502,32 +547,32 @@ impl RecordWriter {
             }
         }
         let mut docs = Vec::new();
-        let groups = [
-            (Service::Company, &batch.companies),
-            (service, &batch.records),
-        ];
-        for (svc, rows) in groups {
-            if rows.is_empty() {
-                continue;
+        let mut staged_before: HashSet<Service> = HashSet::new();
+        for (svc, rows, copy, upsert, filters) in steps {
+            if !staged_before.insert(svc) {
+                // a staging table is emptied at commit; used twice in one
+                // transaction (a companies file whose rows name companies),
+                // it is emptied in between
+                tx.execute(&format!("TRUNCATE stage_{}", svc.table()), &[])
+                    .await?;
             }
             let columns = import_columns(svc);
             let rows = merge_duplicates(rows);
-            copy_rows(&tx, &format!("stage_{}", svc.table()), &columns, &rows).await?;
+            copy_rows(&tx, &copy, &columns, &rows).await?;
             drop(rows);
             if want_documents {
                 // streamed: each returned row is turned into a document as it arrives
                 let no_params: [&(dyn tokio_postgres::types::ToSql + Sync); 0] = [];
-                let stored = tx.query_raw(&upsert_sql(svc, true), no_params).await?;
+                let stored = tx.query_raw(&upsert, no_params).await?;
                 futures::pin_mut!(stored);
                 while let Some(row) = futures::TryStreamExt::try_next(&mut stored).await? {
                     docs.push(StoredRecord::from_row(svc, &row)?);
                 }
+                tx.execute(&filters, &[]).await?;
             } else {
-                tx.execute(&upsert_sql(svc, false), &[]).await?;
+                // pipelined: both go out at once, PostgreSQL runs them in order
+                futures::try_join!(tx.execute(&upsert, &[]), tx.execute(&filters, &[]))?;
             }
-            tx.execute(&filters_sql(svc), &[]).await?;
-            tx.execute(&format!("TRUNCATE stage_{}", svc.table()), &[])
-                .await?;
         }
         Ok((
             StagedBatch {

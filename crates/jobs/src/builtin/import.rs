@@ -240,6 +240,7 @@ pub(super) async fn run(ctx: JobContext, deps: Arc<BuiltinDeps>) -> anyhow::Resu
         let (tx, rx) = mpsc::channel(1);
         let limits = ParseLimits {
             batch_size: deps.batch_size.max(1),
+            group_rows: deps.group_rows,
             max_record_bytes: deps.max_record_bytes,
         };
         let service = data.service;
@@ -661,12 +662,19 @@ async fn index_documents(
     Ok(refused)
 }
 
-/// How a file is cut into batches and how large one record may be.
+/// How a file is cut into batches and groups, and how large one record may be.
 #[derive(Debug, Clone, Copy)]
 struct ParseLimits {
     batch_size: usize,
+    /// Consecutive batches are sent as one group (one transaction) until it
+    /// holds this many lines (or [`GROUP_MAX_BYTES`] of text).
+    group_rows: usize,
     max_record_bytes: usize,
 }
+
+/// A group of batches ends, whatever its line count, once its lines hold
+/// this much original text (wide rows): it bounds a group's memory.
+const GROUP_MAX_BYTES: usize = 4 * 1024 * 1024;
 
 fn record_reader(
     stream: ByteStream,
@@ -731,7 +739,11 @@ fn parse_inner(
         ),
         None => (header_reader, 0, 0),
     };
+    // `batch` holds the group being filled: whole batches of
+    // `batch_size` lines, so every group ends, and every checkpoint falls,
+    // on a batch boundary
     let mut batch = RecordBatch::default();
+    let mut batch_lines = 0usize;
     let mut accepted = 0i64;
     let mut uuids_replaced = 0i64;
     let mut filter_values_skipped = 0i64;
@@ -763,8 +775,17 @@ fn parse_inner(
             }),
             Next::End => {}
         }
-        let full = batch.records.len() + batch.rejections.len() >= limits.batch_size;
-        if full || (!more && (accepted > 0 || !batch.rejections.is_empty())) {
+        if more {
+            batch_lines += 1;
+        }
+        let batch_full = batch_lines >= limits.batch_size;
+        if batch_full {
+            batch_lines = 0;
+        }
+        let group_full = batch_full
+            && (batch.records.len() + batch.rejections.len() >= limits.group_rows
+                || batch.sources.text_bytes() >= GROUP_MAX_BYTES);
+        if group_full || (!more && (accepted > 0 || !batch.rejections.is_empty())) {
             let (pos_line, pos_byte) = reader.position();
             let parsed = Parsed {
                 service: plan.service,

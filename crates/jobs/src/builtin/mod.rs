@@ -17,6 +17,10 @@ use crate::process::SetupError;
 use crate::Registry;
 
 /// What the built-in handlers need.
+/// Lines an import writes per transaction by default ([`BuiltinDeps::group_rows`]):
+/// at the guide's batches of 500, ten batches per round trip.
+pub const DEFAULT_GROUP_ROWS: usize = 5000;
+
 #[derive(Clone)]
 pub struct BuiltinDeps {
     pub storage: Storage,
@@ -27,8 +31,13 @@ pub struct BuiltinDeps {
     pub default_bucket: String,
     /// `S3_UPLOAD_FILE_PATH_PRIFIX`: where reports and exports go.
     pub upload_prefix: String,
-    /// `BATCH_SIZE_FOR_INSERTION`.
+    /// `BATCH_SIZE_FOR_INSERTION`: an import's unit of checkpoints (a
+    /// checkpoint always falls after a whole batch).
     pub batch_size: usize,
+    /// How many lines an import writes in one transaction: consecutive
+    /// batches are coalesced into groups of at least this many lines
+    /// ([`DEFAULT_GROUP_ROWS`]); a batch larger than this is a group of its own.
+    pub group_rows: usize,
     /// `CSV_MAX_RECORD_BYTES`.
     pub max_record_bytes: usize,
     /// `EXPORT_ESCAPE_FORMULAS`: neutralise cells a spreadsheet would run.
@@ -142,6 +151,7 @@ impl BuiltinDeps {
             default_bucket,
             upload_prefix: settings.s3_upload_file_path_prefix().to_string(),
             batch_size: settings.batch_size_for_insertion,
+            group_rows: DEFAULT_GROUP_ROWS,
             max_record_bytes: settings.csv_max_record_bytes,
             escape_formulas: settings.export_escape_formulas,
         }

@@ -51,6 +51,9 @@ pub struct Harness {
     pub escape_formulas: bool,
     /// `CSV_MAX_RECORD_BYTES` of the runner the harness starts.
     pub max_record_bytes: usize,
+    /// Lines per transaction of the runner the harness starts (the
+    /// production default unless a test sets it).
+    pub group_rows: usize,
     /// How the runner the harness starts behaves (lease, grace, stop timeout).
     pub config: RunnerConfig,
     opensearch: Option<OpenSearchBackend>,
@@ -84,6 +87,7 @@ impl Harness {
             prefix,
             escape_formulas: true,
             max_record_bytes: 1024 * 1024,
+            group_rows: connectra_jobs::builtin::DEFAULT_GROUP_ROWS,
             config,
             opensearch: os,
             runner: None,
@@ -107,6 +111,7 @@ impl Harness {
                 default_bucket: bucket(),
                 upload_prefix: self.prefix.clone(),
                 batch_size,
+                group_rows: self.group_rows,
                 max_record_bytes: self.max_record_bytes,
                 escape_formulas: self.escape_formulas,
             },
