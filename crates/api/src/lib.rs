@@ -289,6 +289,17 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
     response
 }
 
+/// Where an upload of `name` goes: a fresh uuid before the name, so two
+/// uploads of one file never collide, under the upload prefix.
+pub(crate) fn upload_key(prefix: &str, name: &str) -> String {
+    let file = format!("{}-{name}", Uuid::new_v4());
+    if prefix.is_empty() {
+        file
+    } else {
+        format!("{prefix}/{file}")
+    }
+}
+
 /// Prometheus metrics (text exposition format), without an API key like
 /// `/health`: the runners' counters and histograms recorded in this process,
 /// and `connectra_jobs_jobs` per status and job type from the database.
@@ -497,12 +508,7 @@ async fn upload_url(
         )
     })?;
     let name = sanitise_filename(query.filename.as_deref())?;
-    let file = format!("{}-{name}", Uuid::new_v4());
-    let key = if s3.upload_prefix.is_empty() {
-        file
-    } else {
-        format!("{}/{file}", s3.upload_prefix)
-    };
+    let key = upload_key(&s3.upload_prefix, &name);
     let url = s3
         .storage
         .presign_put(&s3.default_bucket, &key, UPLOAD_URL_EXPIRES_SECS)

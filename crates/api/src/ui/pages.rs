@@ -588,12 +588,7 @@ pub async fn upload_url(
     let q = web::Query::<UploadQuery>::from_query(req.query_string())
         .map_err(|e| UiError::BadRequest(format!("the query cannot be read: {e}")))?;
     let name = crate::sanitise_filename(q.filename.as_deref())?;
-    let file = format!("{}-{name}", Uuid::new_v4());
-    let key = if s3.upload_prefix.is_empty() {
-        file
-    } else {
-        format!("{}/{file}", s3.upload_prefix)
-    };
+    let key = crate::upload_key(&s3.upload_prefix, &name);
     let url = s3
         .storage
         .presign_put(&s3.default_bucket, &key, crate::UPLOAD_URL_EXPIRES_SECS)
