@@ -374,3 +374,49 @@ async fn the_search_backends_agree_on_what_an_import_indexed() {
     }
     h.stop().await;
 }
+
+/// An import loads with the indices refreshing every 30 s, and every way it
+/// ends gives them their default interval back: completed, or failed after
+/// the load began (a header without a usable column).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_restores_the_indices_refresh_interval_however_it_ends() {
+    use connectra_domain::Service;
+    let mut h = Harness::new(true).await;
+    let os = h.opensearch().clone();
+    for service in Service::ALL {
+        os.set_loading(service, true).await.unwrap();
+        assert_eq!(
+            os.refresh_interval(service).await.unwrap().as_deref(),
+            Some(connectra_search::LOAD_REFRESH_INTERVAL)
+        );
+    }
+    h.start(2);
+    let key = h.upload("contacts.csv", CONTACTS.as_bytes()).await;
+    let job = h.import(&key).await;
+    assert_eq!(job.status, JobStatus::Completed, "{:?}", job.job_response);
+    for service in Service::ALL {
+        assert_eq!(
+            os.refresh_interval(service).await.unwrap(),
+            None,
+            "{service} after a completed import"
+        );
+        os.set_loading(service, true).await.unwrap();
+    }
+
+    let useless = h.upload("useless.csv", b"colour,size\nred,9\n").await;
+    let job = h.import(&useless).await;
+    assert_eq!(job.status, JobStatus::Failed, "{:?}", job.job_response);
+    // the failed import's guard restores it in a task of its own
+    for service in Service::ALL {
+        let mut interval = os.refresh_interval(service).await.unwrap();
+        for _ in 0..50 {
+            if interval.is_none() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            interval = os.refresh_interval(service).await.unwrap();
+        }
+        assert_eq!(interval, None, "{service} after a failed import");
+    }
+    h.stop().await;
+}

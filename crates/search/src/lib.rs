@@ -18,7 +18,7 @@ pub use crate::document::fold_case;
 pub use crate::nodes::parse_node_urls;
 pub use crate::opensearch::{
     index_definition, to_opensearch_query, IndexLayout, IndexVersion, OpenSearchBackend,
-    VersionPage, DEFAULT_BULK_MAX_BYTES, DEFAULT_INDEX_PREFIX,
+    VersionPage, DEFAULT_BULK_MAX_BYTES, DEFAULT_INDEX_PREFIX, LOAD_REFRESH_INTERVAL,
 };
 pub use crate::postgres::{compile_sql, CompiledSql, PostgresBackend, SqlBind};
 
@@ -220,6 +220,20 @@ pub trait SearchBackend: Send + Sync + fmt::Debug {
     /// Makes everything indexed so far visible to searches (tests, exports
     /// right after an import). A no-op for PostgreSQL.
     fn refresh(&self, service: Service) -> BoxFuture<'_, Result<(), SearchError>>;
+
+    /// Says that a bulk load into `service` begins (`true`) or has ended
+    /// (`false`), so that the backend may index more cheaply meanwhile
+    /// (OpenSearch: the index refreshes every 30 s instead of every second).
+    /// Loads that overlap simply share the mode: the first to end restores
+    /// the normal one, which costs the others speed, never correctness. A
+    /// no-op for PostgreSQL.
+    fn set_loading(
+        &self,
+        _service: Service,
+        _loading: bool,
+    ) -> BoxFuture<'_, Result<(), SearchError>> {
+        Box::pin(async { Ok(()) })
+    }
 
     /// One page of `query`'s matches, starting after `query.search_after`.
     fn search<'a>(

@@ -44,6 +44,11 @@ pub const DEFAULT_INDEX_PREFIX: &str = "connectra";
 /// How long a point in time stays open between two pages of an export.
 const PIT_KEEP_ALIVE: &str = "5m";
 
+/// The refresh interval of an index while an import loads it. Finite, not
+/// `-1`: should the import's process die before it restores the default,
+/// what it indexed still becomes searchable within this long.
+pub const LOAD_REFRESH_INTERVAL: &str = "30s";
+
 pub const DEFAULT_BULK_MAX_BYTES: usize = 5 * 1024 * 1024;
 
 /// The custom normalizer every keyword (sub)field uses.
@@ -766,21 +771,52 @@ impl OpenSearchBackend {
     }
 
     async fn run_search(&self, service: Service, query: &ValidQuery) -> Result<Page, SearchError> {
-        self.run_search_in(service, query, None)
+        self.run_search_in(service, query, None, None)
             .await
             .map(|(page, _)| page)
     }
 
-    /// One page, from the index or, with `pit`, from that point in time.
-    /// Returns the page and the point in time's (possibly renewed) id.
+    /// One page, from the index or, with `pit`, from that point in time,
+    /// restricted to `span` of the uuid space when given. Returns the page
+    /// and the point in time's (possibly renewed) id.
     async fn run_search_in(
         &self,
         service: Service,
         query: &ValidQuery,
         pit: Option<&str>,
+        span: Option<UuidSpan>,
     ) -> Result<(Page, Option<String>), SearchError> {
         check_cursor(query)?;
         let mut body = to_opensearch_query(service, query);
+        if let Some(span) = span {
+            span.restrict(&mut body);
+        }
+        let body = self
+            .search_body(service, &body, pit, SEARCH_FILTER_PATH)
+            .await?;
+        let pit_id = body.get("pit_id").and_then(Value::as_str).map(String::from);
+        // `filter_path` leaves `hits` out of a response without hits; `took`
+        // is in every real search response
+        let hits: &[Value] = match body.pointer("/hits/hits") {
+            Some(hits) => hits.as_array().map(Vec::as_slice),
+            None if body.get("took").is_some() => Some(&[][..]),
+            None => None,
+        }
+        .ok_or_else(|| SearchError::protocol(BACKEND, "search response without hits.hits"))?;
+        Ok((page::assemble(query, hits, cursor_value)?, pit_id))
+    }
+
+    /// Sends a search `body`, in the point in time `pit` or else on
+    /// `service`'s index, and returns the response's fields `filter_path`
+    /// keeps.
+    async fn search_body(
+        &self,
+        service: Service,
+        body: &Value,
+        pit: Option<&str>,
+        filter_path: &[&str],
+    ) -> Result<Value, SearchError> {
+        let mut body = body.clone();
         let index = self.index_name(service);
         let indices = [index.as_str()];
         let parts = match pit {
@@ -793,17 +829,39 @@ impl OpenSearchBackend {
         let response = self
             .nodes
             .send(REQUEST_TIMEOUT, || {
-                self.client.search(parts.clone()).body(&body).send()
+                self.client
+                    .search(parts.clone())
+                    .filter_path(filter_path)
+                    .body(&body)
+                    .send()
             })
             .await
             .map_err(unreachable)?;
-        let body = read_json(response).await?;
-        let pit_id = body.get("pit_id").and_then(Value::as_str).map(String::from);
-        let hits = body
-            .pointer("/hits/hits")
-            .and_then(Value::as_array)
-            .ok_or_else(|| SearchError::protocol(BACKEND, "search response without hits.hits"))?;
-        Ok((page::assemble(query, hits, cursor_value)?, pit_id))
+        read_json(response).await
+    }
+
+    /// How many documents of `service` match `query` in the point in time
+    /// `pit`.
+    async fn count_in(
+        &self,
+        service: Service,
+        query: &ValidQuery,
+        pit: &str,
+    ) -> Result<u64, SearchError> {
+        let mut body = to_opensearch_query(service, query);
+        if let Some(object) = body.as_object_mut() {
+            for key in ["sort", "_source", "search_after"] {
+                object.remove(key);
+            }
+            object.insert("size".to_owned(), Value::from(0));
+            object.insert("track_total_hits".to_owned(), Value::Bool(true));
+        }
+        let body = self
+            .search_body(service, &body, Some(pit), &["hits.total.value"])
+            .await?;
+        body.pointer("/hits/total/value")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| SearchError::protocol(BACKEND, "count response without hits.total"))
     }
 
     /// Opens a point in time on `service`'s index.
@@ -866,6 +924,57 @@ impl OpenSearchBackend {
             .await
             .map_err(unreachable)?;
         read_json(response).await.map(drop)
+    }
+
+    /// Sets the `refresh_interval` of `service`'s index (through its alias).
+    async fn put_refresh_interval(
+        &self,
+        service: Service,
+        interval: Value,
+    ) -> Result<(), SearchError> {
+        let path = format!("/{}/_settings", self.index_name(service));
+        let body = json!({ "index": { "refresh_interval": interval } });
+        let response = self
+            .nodes
+            .send(REQUEST_TIMEOUT, || {
+                self.client.send::<_, ()>(
+                    Method::Put,
+                    &path,
+                    HeaderMap::new(),
+                    None,
+                    Some(opensearch::http::request::JsonBody::new(&body)),
+                    None,
+                )
+            })
+            .await
+            .map_err(unreachable)?;
+        read_json(response).await.map(drop)
+    }
+
+    /// The `refresh_interval` set on `service`'s index; `None` when it has
+    /// the default (1 s).
+    pub async fn refresh_interval(&self, service: Service) -> Result<Option<String>, SearchError> {
+        let path = format!(
+            "/{}/_settings/index.refresh_interval",
+            self.index_name(service)
+        );
+        let response = self
+            .nodes
+            .send(REQUEST_TIMEOUT, || {
+                self.client
+                    .send::<(), ()>(Method::Get, &path, HeaderMap::new(), None, None, None)
+            })
+            .await
+            .map_err(unreachable)?;
+        let body = read_json(response).await?;
+        // one entry per physical index behind the alias
+        Ok(body
+            .as_object()
+            .into_iter()
+            .flat_map(|indices| indices.values())
+            .find_map(|index| index.pointer("/settings/index/refresh_interval"))
+            .and_then(Value::as_str)
+            .map(String::from))
     }
 
     async fn ping_node(&self) -> Result<(), SearchError> {
@@ -1003,6 +1112,20 @@ impl SearchBackend for OpenSearchBackend {
         Box::pin(self.refresh_index(service))
     }
 
+    fn set_loading(
+        &self,
+        service: Service,
+        loading: bool,
+    ) -> BoxFuture<'_, Result<(), SearchError>> {
+        // `null` is the index's default again (1 s)
+        let interval = if loading {
+            Value::from(LOAD_REFRESH_INTERVAL)
+        } else {
+            Value::Null
+        };
+        Box::pin(self.put_refresh_interval(service, interval))
+    }
+
     fn search<'a>(
         &'a self,
         service: Service,
@@ -1021,15 +1144,158 @@ impl SearchBackend for OpenSearchBackend {
         query: ValidQuery,
     ) -> BoxStream<'static, Result<Page, SearchError>> {
         let backend = self.clone();
+        let planned = query.clone();
         let open = async move {
             let pit = backend.open_pit(service).await?;
+            let mut ranges = None;
+            if UuidRanges::apply_to(&planned) {
+                match backend.count_in(service, &planned, &pit).await {
+                    Ok(matches) => ranges = UuidRanges::plan(&planned, matches),
+                    Err(e) => {
+                        backend.close_pit(&pit).await;
+                        return Err(e);
+                    }
+                }
+            }
             Ok(PointInTime {
                 backend,
                 service,
                 pit,
+                ranges,
             })
         };
         scroll(Box::pin(open), query)
+    }
+}
+
+/// The `filter_path` of a page's search: only what [`page::assemble`] reads
+/// (and `took`, which tells an empty page from a response without hits).
+const SEARCH_FILTER_PATH: &[&str] = &["took", "pit_id", "hits.hits._source", "hits.hits.sort"];
+
+/// How many pages of matches one range of a [`UuidRanges`] scroll holds on
+/// average.
+const PAGES_PER_RANGE: u64 = 16;
+
+/// The most ranges a [`UuidRanges`] scroll is cut into.
+const MAX_RANGES: u64 = 1 << 16;
+
+/// A part of the uuid space, `[low, high)`; `None` leaves that end open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct UuidSpan {
+    low: Option<u128>,
+    high: Option<u128>,
+}
+
+impl UuidSpan {
+    /// Restricts a search body's query to the span, with a `range` filter on
+    /// `uuid` (a plain keyword: its byte order is the uuids' numeric order,
+    /// the order the sort uses).
+    fn restrict(self, body: &mut Value) {
+        let mut bounds = Map::new();
+        if let Some(low) = self.low {
+            bounds.insert("gte".to_owned(), Value::String(uuid_text(low)));
+        }
+        if let Some(high) = self.high {
+            bounds.insert("lt".to_owned(), Value::String(uuid_text(high)));
+        }
+        if bounds.is_empty() {
+            return;
+        }
+        let query = body
+            .get_mut("query")
+            .map(Value::take)
+            .unwrap_or_else(|| json!({ "match_all": {} }));
+        body["query"] = json!({ "bool": { "filter": [query, { "range": { "uuid": bounds } }] } });
+    }
+}
+
+fn uuid_text(n: u128) -> String {
+    uuid::Uuid::from_u128(n).hyphenated().to_string()
+}
+
+/// A scroll sorted by uuid alone, read as consecutive equal ranges of the
+/// uuid space, one after the other in the sort's direction.
+///
+/// Lucene cannot skip documents that sort before a keyword `search_after`:
+/// each page of a plain scroll visits every match after the cursor, so a
+/// scroll of N matches costs O(N²). With each page also filtered to its
+/// range, a page visits only the rest of that range. The output is the same
+/// rows in the same order: the ranges partition the uuid space in order, and
+/// within one the sort and cursor are the plain scroll's. Random (v4) uuids
+/// spread evenly; skewed ones make some ranges larger (slower), never wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct UuidRanges {
+    count: u128,
+    current: u128,
+    direction: SortDirection,
+}
+
+impl UuidRanges {
+    /// Whether `query` is sorted by uuid alone.
+    fn apply_to(query: &ValidQuery) -> bool {
+        matches!(query.order_by.as_slice(), [(field, _)] if field.kind == FieldKind::Uuid)
+    }
+
+    /// The ranges for a scroll of `query` over `matches` documents: about
+    /// [`PAGES_PER_RANGE`] pages each. `None` when one range would do, or the
+    /// query is not sorted by uuid alone.
+    fn plan(query: &ValidQuery, matches: u64) -> Option<Self> {
+        let [(_, direction)] = query.order_by.as_slice() else {
+            return None;
+        };
+        if !Self::apply_to(query) {
+            return None;
+        }
+        let count = (matches / (u64::from(query.limit).max(1) * PAGES_PER_RANGE)).min(MAX_RANGES);
+        if count < 2 {
+            return None;
+        }
+        let mut ranges = Self {
+            count: u128::from(count),
+            current: 0,
+            direction: *direction,
+        };
+        ranges.current = match query.search_after.as_deref() {
+            // a scroll that starts after a cursor starts in the cursor's range
+            Some([CursorValue::Uuid(after)]) => after.as_u128() / ranges.step(),
+            _ if ranges.direction == SortDirection::Asc => 0,
+            _ => ranges.count - 1,
+        };
+        Some(ranges)
+    }
+
+    fn step(&self) -> u128 {
+        u128::MAX / self.count + 1
+    }
+
+    /// The current range.
+    fn span(&self) -> UuidSpan {
+        let step = self.step();
+        UuidSpan {
+            low: (self.current > 0).then(|| self.current * step),
+            high: (self.current + 1 < self.count).then(|| (self.current + 1) * step),
+        }
+    }
+
+    /// Moves on to the next range in sort order, and returns the cursor that
+    /// starts there; `None` after the last range.
+    fn advance(&mut self) -> Option<Vec<Value>> {
+        let step = self.step();
+        let cursor = match self.direction {
+            // after low − 1 is from low on
+            SortDirection::Asc if self.current + 1 < self.count => {
+                self.current += 1;
+                self.current * step - 1
+            }
+            // before the current range's low is the range below
+            SortDirection::Desc if self.current > 0 => {
+                let low = self.current * step;
+                self.current -= 1;
+                low
+            }
+            _ => return None,
+        };
+        Some(vec![Value::String(uuid_text(cursor))])
     }
 }
 
@@ -1038,19 +1304,40 @@ struct PointInTime {
     backend: OpenSearchBackend,
     service: Service,
     pit: String,
+    ranges: Option<UuidRanges>,
 }
 
 impl View for PointInTime {
     fn page<'a>(&'a mut self, query: &'a ValidQuery) -> BoxFuture<'a, Result<Page, SearchError>> {
         Box::pin(async move {
-            let (page, renewed) = self
-                .backend
-                .run_search_in(self.service, query, Some(&self.pit))
-                .await?;
-            if let Some(id) = renewed {
-                self.pit = id;
+            let mut query = Cow::Borrowed(query);
+            loop {
+                let span = self.ranges.map(|r| r.span());
+                let (mut page, renewed) = self
+                    .backend
+                    .run_search_in(self.service, &query, Some(&self.pit), span)
+                    .await?;
+                if let Some(id) = renewed {
+                    self.pit = id;
+                }
+                if page.next_search_after.is_some() {
+                    return Ok(page);
+                }
+                // the range is done: the scroll goes on in the next one
+                let Some(cursor) = self.ranges.as_mut().and_then(UuidRanges::advance) else {
+                    return Ok(page);
+                };
+                if page.data.is_empty() {
+                    query = Cow::Owned(
+                        query
+                            .after(&cursor)
+                            .map_err(|e| SearchError::InvalidQuery(e.to_string()))?,
+                    );
+                    continue;
+                }
+                page.next_search_after = Some(cursor);
+                return Ok(page);
             }
-            Ok(page)
         })
     }
 
@@ -1413,5 +1700,123 @@ mod tests {
             read_bulk_response(&short, &sent),
             Err(SearchError::Protocol { .. })
         ));
+    }
+
+    fn uuid_sorted(direction: &str, limit: u32) -> ValidQuery {
+        valid(
+            Service::Contact,
+            json!({
+                "select_columns": ["uuid"],
+                "order_by": [{ "order_by": "uuid", "order_direction": direction }],
+                "limit": limit,
+            }),
+        )
+    }
+
+    /// Every range in the order a scroll reads them, from `plan` on.
+    fn walk(mut ranges: UuidRanges) -> Vec<(UuidSpan, Option<Vec<Value>>)> {
+        let mut out = Vec::new();
+        loop {
+            let span = ranges.span();
+            let cursor = ranges.advance();
+            let done = cursor.is_none();
+            out.push((span, cursor));
+            if done {
+                return out;
+            }
+        }
+    }
+
+    #[test]
+    fn uuid_ranges_tile_the_uuid_space_in_sort_order() {
+        let asc = UuidRanges::plan(&uuid_sorted("asc", 500), 1_000_000).unwrap();
+        assert_eq!(asc.count, 125, "16 pages of 500 a range");
+        let spans = walk(asc);
+        assert_eq!(spans.len(), 125);
+        assert_eq!(spans[0].0.low, None, "the first range is open below");
+        assert_eq!(spans[124].0.high, None, "the last range is open above");
+        for pair in spans.windows(2) {
+            let ((a, cursor), (b, _)) = (&pair[0], &pair[1]);
+            assert_eq!(a.high, b.low, "ranges meet without a gap or overlap");
+            let next = b.low.unwrap();
+            // search_after is strict: after low - 1 starts at low
+            assert_eq!(cursor.as_deref(), Some(&[json!(uuid_text(next - 1))][..]));
+        }
+
+        let desc = walk(UuidRanges::plan(&uuid_sorted("desc", 500), 1_000_000).unwrap());
+        let mut reversed: Vec<UuidSpan> = spans.iter().map(|(s, _)| *s).collect();
+        reversed.reverse();
+        assert_eq!(desc.iter().map(|(s, _)| *s).collect::<Vec<_>>(), reversed);
+        for pair in desc.windows(2) {
+            let ((a, cursor), (b, _)) = (&pair[0], &pair[1]);
+            assert_eq!(a.low, b.high);
+            // descending, search_after low is everything below low
+            assert_eq!(
+                cursor.as_deref(),
+                Some(&[json!(uuid_text(a.low.unwrap()))][..])
+            );
+        }
+    }
+
+    #[test]
+    fn uuid_ranges_only_for_a_uuid_sort_over_many_pages() {
+        assert_eq!(UuidRanges::plan(&uuid_sorted("asc", 500), 15_999), None);
+        assert!(UuidRanges::plan(&uuid_sorted("asc", 500), 16_000).is_some());
+        let by_name = valid(
+            Service::Contact,
+            json!({
+                "select_columns": ["uuid"],
+                "order_by": [{ "order_by": "last_name", "order_direction": "asc" }],
+            }),
+        );
+        assert!(!UuidRanges::apply_to(&by_name));
+        assert_eq!(UuidRanges::plan(&by_name, 10_000_000), None);
+        let most = UuidRanges::plan(&uuid_sorted("asc", 1), u64::MAX).unwrap();
+        assert_eq!(most.count, u128::from(MAX_RANGES));
+    }
+
+    #[test]
+    fn a_scroll_after_a_cursor_starts_in_the_cursors_range() {
+        let mut query = uuid_sorted("asc", 500);
+        query = query
+            .after(&[json!("c0000000-0000-4000-8000-000000000000")])
+            .unwrap();
+        let ranges = UuidRanges::plan(&query, 1_000_000).unwrap();
+        let span = ranges.span();
+        let cursor = uuid::Uuid::parse_str("c0000000-0000-4000-8000-000000000000")
+            .unwrap()
+            .as_u128();
+        assert!(span.low.unwrap() <= cursor && cursor < span.high.unwrap());
+    }
+
+    #[test]
+    fn a_span_is_a_range_filter_beside_the_query() {
+        let q = valid(
+            Service::Contact,
+            json!({
+                "where": { "keyword_match": { "must": { "country": ["USA"] } } },
+                "select_columns": ["uuid"],
+            }),
+        );
+        let mut body = to_opensearch_query(Service::Contact, &q);
+        let original = body["query"].clone();
+        UuidSpan {
+            low: Some(1 << 124),
+            high: None,
+        }
+        .restrict(&mut body);
+        assert_eq!(
+            body["query"],
+            json!({ "bool": { "filter": [original, { "range": { "uuid": {
+                "gte": "10000000-0000-0000-0000-000000000000"
+            } } }] } })
+        );
+        let before = body.clone();
+        UuidSpan {
+            low: None,
+            high: None,
+        }
+        .restrict(&mut body);
+        assert_eq!(body, before, "an open span filters nothing");
     }
 }

@@ -165,6 +165,55 @@ impl Reconnect<'_> {
     }
 }
 
+/// While alive, the search backend indexes in its bulk-load mode
+/// ([`SearchBackend::set_loading`]). An import that completes restores the
+/// normal mode itself, before its final refresh, and calls
+/// [`LoadMode::ended`]; dropped without that (the import failed or was
+/// stopped), the guard restores it in a task of its own.
+struct LoadMode {
+    search: Arc<dyn SearchBackend>,
+    on: bool,
+}
+
+impl LoadMode {
+    /// Failing to switch only costs speed: logged, not fatal.
+    async fn begin(search: &Arc<dyn SearchBackend>) -> Self {
+        for service in Service::ALL {
+            if let Err(e) = search.set_loading(service, true).await {
+                tracing::warn!(error = %e, %service, "could not put the index in its bulk-load mode");
+            }
+        }
+        Self {
+            search: search.clone(),
+            on: true,
+        }
+    }
+
+    fn ended(mut self) {
+        self.on = false;
+    }
+}
+
+impl Drop for LoadMode {
+    fn drop(&mut self) {
+        if !self.on {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let search = self.search.clone();
+        runtime.spawn(async move {
+            for service in Service::ALL {
+                if let Err(e) = search.set_loading(service, false).await {
+                    tracing::warn!(error = %e, %service,
+                        "could not end the index's bulk-load mode; it refreshes every 30 s meanwhile");
+                }
+            }
+        });
+    }
+}
+
 fn storage_error(e: StorageError) -> anyhow::Error {
     anyhow::anyhow!("{e}")
 }
@@ -202,6 +251,7 @@ pub(super) async fn run(ctx: JobContext, deps: Arc<BuiltinDeps>) -> anyhow::Resu
         .ensure_indices()
         .await
         .with_context(|| format!("preparing the {} search indices", deps.search.name()))?;
+    let load_mode = LoadMode::begin(&deps.search).await;
     let connector = Connector {
         database_url: deps.database_url.clone(),
         job_id: ctx.job().id,
@@ -267,14 +317,17 @@ pub(super) async fn run(ctx: JobContext, deps: Arc<BuiltinDeps>) -> anyhow::Resu
     let mut afterwards: Vec<String> = Vec::new();
     // what the job wrote is searchable once it completes (an export may follow)
     for service in Service::ALL {
-        let refreshed = (|| deps.search.refresh(service))
-            .retry(RetryPolicy::QUICK.builder(Some(RIDE_OUT)))
-            .when(|e| e.is_unavailable() && !ctx.is_cancelled())
-            .notify(|e, pause| {
-                tracing::warn!(error = %e, %service, retry_in_ms = pause.as_millis() as u64,
+        let refreshed = (|| async {
+            deps.search.set_loading(service, false).await?;
+            deps.search.refresh(service).await
+        })
+        .retry(RetryPolicy::QUICK.builder(Some(RIDE_OUT)))
+        .when(|e| e.is_unavailable() && !ctx.is_cancelled())
+        .notify(|e, pause| {
+            tracing::warn!(error = %e, %service, retry_in_ms = pause.as_millis() as u64,
                     "refreshing the index after an import failed; trying again");
-            })
-            .await;
+        })
+        .await;
         if let Err(e) = refreshed {
             tracing::warn!(error = %e, %service, "refreshing the index after an import failed");
             afterwards.push(format!(
@@ -282,6 +335,10 @@ pub(super) async fn run(ctx: JobContext, deps: Arc<BuiltinDeps>) -> anyhow::Resu
                 deps.search.name()
             ));
         }
+    }
+    if afterwards.is_empty() {
+        // every index is back in its normal mode; else the guard tries again
+        load_mode.ended();
     }
     let mut writer = writers.pop();
     let half = (MAX_RUNTIME_ERRORS / 2) as i64;

@@ -195,6 +195,11 @@ impl Harness {
         }
     }
 
+    /// The harness's OpenSearch backend; panics for a harness without one.
+    pub fn opensearch(&self) -> &OpenSearchBackend {
+        self.opensearch.as_ref().expect("a harness with OpenSearch")
+    }
+
     pub async fn stop(mut self) {
         self.stop_runner().await;
         if let Some(os) = self.opensearch.take() {
