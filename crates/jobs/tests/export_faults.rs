@@ -159,6 +159,9 @@ async fn export(h: &Harness) -> (Job, String) {
             job_type: "export_csv_file".into(),
             data: json!({"service": "contact", "vql": {
                 "select_columns": ["uuid", "email", "first_name", "last_name", "title"],
+                // an order asked for: pages of `limit` (without one an export
+                // reads the largest pages)
+                "order_by": [{"order_by": "uuid", "order_direction": "asc"}],
                 "limit": PAGE}}),
             retry_count: 0,
             retry_interval: 0,

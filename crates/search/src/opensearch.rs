@@ -472,6 +472,8 @@ pub struct OpenSearchBackend {
     prefix: String,
     bulk_max_bytes: usize,
     replicas: u32,
+    /// Matches per range of a scroll sorted by uuid alone ([`uuid_ranges`]).
+    range_docs: u64,
 }
 
 impl OpenSearchBackend {
@@ -492,6 +494,7 @@ impl OpenSearchBackend {
             prefix: DEFAULT_INDEX_PREFIX.to_owned(),
             bulk_max_bytes: DEFAULT_BULK_MAX_BYTES,
             replicas: 0,
+            range_docs: RANGE_DOCS,
         })
     }
 
@@ -514,6 +517,14 @@ impl OpenSearchBackend {
     /// [`DEFAULT_BULK_MAX_BYTES`]); a single larger document is sent alone.
     pub fn with_bulk_max_bytes(mut self, bytes: usize) -> Self {
         self.bulk_max_bytes = bytes.max(1);
+        self
+    }
+
+    /// Reads a scroll sorted by uuid alone in ranges of about `docs` matches
+    /// (default two of the largest pages; see [`uuid_ranges`]). Tests set it
+    /// low to read a small index range by range.
+    pub fn with_scroll_range_docs(mut self, docs: u64) -> Self {
+        self.range_docs = docs.max(1);
         self
     }
 
@@ -1143,28 +1154,39 @@ impl SearchBackend for OpenSearchBackend {
         service: Service,
         query: ValidQuery,
     ) -> BoxStream<'static, Result<Page, SearchError>> {
+        use futures::StreamExt;
         let backend = self.clone();
-        let planned = query.clone();
         let open = async move {
             let pit = backend.open_pit(service).await?;
-            let mut ranges = None;
-            if UuidRanges::apply_to(&planned) {
-                match backend.count_in(service, &planned, &pit).await {
-                    Ok(matches) => ranges = UuidRanges::plan(&planned, matches),
+            let spans = if sorted_by_uuid_alone(&query) {
+                match backend.count_in(service, &query, &pit).await {
+                    Ok(matches) => uuid_ranges(&query, matches, backend.range_docs),
                     Err(e) => {
                         backend.close_pit(&pit).await;
                         return Err(e);
                     }
                 }
-            }
-            Ok(PointInTime {
-                backend,
-                service,
-                pit,
-                ranges,
+            } else {
+                None
+            };
+            Ok(match spans {
+                Some(spans) => ranged_scroll(backend, service, query, pit, spans),
+                None => {
+                    let view = PointInTime {
+                        backend,
+                        service,
+                        pit,
+                    };
+                    scroll(Box::pin(async move { Ok(view) }), query)
+                }
             })
         };
-        scroll(Box::pin(open), query)
+        futures::stream::once(open)
+            .flat_map(|opened| match opened {
+                Ok(pages) => pages,
+                Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+            })
+            .boxed()
     }
 }
 
@@ -1172,12 +1194,15 @@ impl SearchBackend for OpenSearchBackend {
 /// (and `took`, which tells an empty page from a response without hits).
 const SEARCH_FILTER_PATH: &[&str] = &["took", "pit_id", "hits.hits._source", "hits.hits.sort"];
 
-/// How many pages of matches one range of a [`UuidRanges`] scroll holds on
-/// average.
-const PAGES_PER_RANGE: u64 = 16;
+/// How many matches one range of a ranged scroll holds on average: two of
+/// the largest pages.
+const RANGE_DOCS: u64 = 2 * connectra_domain::vql::MAX_LIMIT as u64;
 
-/// The most ranges a [`UuidRanges`] scroll is cut into.
+/// The most ranges a scroll is cut into.
 const MAX_RANGES: u64 = 1 << 16;
+
+/// Ranges of a ranged scroll read at the same time.
+const RANGES_IN_FLIGHT: usize = 2;
 
 /// A part of the uuid space, `[low, high)`; `None` leaves that end open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1207,95 +1232,177 @@ impl UuidSpan {
             .unwrap_or_else(|| json!({ "match_all": {} }));
         body["query"] = json!({ "bool": { "filter": [query, { "range": { "uuid": bounds } }] } });
     }
+
+    /// The cursor after the last uuid of the span, in `direction`: a scroll
+    /// that goes on from it starts in the next span.
+    fn end_cursor(self, direction: SortDirection) -> Option<Vec<Value>> {
+        let end = match direction {
+            // strictly after high - 1 is from high on
+            SortDirection::Asc => self.high?.checked_sub(1)?,
+            // strictly before low
+            SortDirection::Desc => self.low?,
+        };
+        Some(vec![Value::String(uuid_text(end))])
+    }
 }
 
 fn uuid_text(n: u128) -> String {
     uuid::Uuid::from_u128(n).hyphenated().to_string()
 }
 
-/// A scroll sorted by uuid alone, read as consecutive equal ranges of the
-/// uuid space, one after the other in the sort's direction.
-///
-/// Lucene cannot skip documents that sort before a keyword `search_after`:
-/// each page of a plain scroll visits every match after the cursor, so a
-/// scroll of N matches costs O(N²). With each page also filtered to its
-/// range, a page visits only the rest of that range. The output is the same
-/// rows in the same order: the ranges partition the uuid space in order, and
-/// within one the sort and cursor are the plain scroll's. Random (v4) uuids
-/// spread evenly; skewed ones make some ranges larger (slower), never wrong.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct UuidRanges {
-    count: u128,
-    current: u128,
-    direction: SortDirection,
+fn sorted_by_uuid_alone(query: &ValidQuery) -> bool {
+    matches!(query.order_by.as_slice(), [(field, _)] if field.kind == FieldKind::Uuid)
 }
 
-impl UuidRanges {
-    /// Whether `query` is sorted by uuid alone.
-    fn apply_to(query: &ValidQuery) -> bool {
-        matches!(query.order_by.as_slice(), [(field, _)] if field.kind == FieldKind::Uuid)
+/// The ranges a scroll of `query`, sorted by uuid alone, over `matches`
+/// documents reads, in sort order: equal parts of the uuid space, about
+/// `range_docs` matches each, from the one that holds the query's cursor.
+/// `None` when one range would do, or the query is sorted otherwise.
+///
+/// Why: Lucene cannot skip the documents that sort before a keyword
+/// `search_after`, so each page of a plain scroll visits every match after
+/// its cursor, and a scroll of N matches costs O(N²). Filtered to its range
+/// as well, a page visits only the rest of that range, and ranges can be
+/// read side by side. The rows and their order are the plain scroll's: the
+/// ranges partition the uuid space in order, and within one the sort and
+/// the cursor are the same. Random (v4) uuids spread evenly; skewed ones
+/// make some ranges larger (slower), never wrong.
+fn uuid_ranges(query: &ValidQuery, matches: u64, range_docs: u64) -> Option<Vec<UuidSpan>> {
+    let [(field, direction)] = query.order_by.as_slice() else {
+        return None;
+    };
+    if field.kind != FieldKind::Uuid {
+        return None;
     }
-
-    /// The ranges for a scroll of `query` over `matches` documents: about
-    /// [`PAGES_PER_RANGE`] pages each. `None` when one range would do, or the
-    /// query is not sorted by uuid alone.
-    fn plan(query: &ValidQuery, matches: u64) -> Option<Self> {
-        let [(_, direction)] = query.order_by.as_slice() else {
-            return None;
-        };
-        if !Self::apply_to(query) {
-            return None;
-        }
-        let count = (matches / (u64::from(query.limit).max(1) * PAGES_PER_RANGE)).min(MAX_RANGES);
-        if count < 2 {
-            return None;
-        }
-        let mut ranges = Self {
-            count: u128::from(count),
-            current: 0,
-            direction: *direction,
-        };
-        ranges.current = match query.search_after.as_deref() {
-            // a scroll that starts after a cursor starts in the cursor's range
-            Some([CursorValue::Uuid(after)]) => after.as_u128() / ranges.step(),
-            _ if ranges.direction == SortDirection::Asc => 0,
-            _ => ranges.count - 1,
-        };
-        Some(ranges)
+    let count = (matches / range_docs.max(1)).min(MAX_RANGES);
+    if count < 2 {
+        return None;
     }
+    let count = u128::from(count);
+    let step = u128::MAX / count + 1;
+    let span = |i: u128| UuidSpan {
+        low: (i > 0).then(|| i * step),
+        high: (i + 1 < count).then(|| (i + 1) * step),
+    };
+    // a scroll that starts after a cursor starts in the cursor's range
+    let from = match query.search_after.as_deref() {
+        Some([CursorValue::Uuid(after)]) => Some(after.as_u128() / step),
+        _ => None,
+    };
+    Some(match direction {
+        SortDirection::Asc => (from.unwrap_or(0)..count).map(span).collect(),
+        SortDirection::Desc => (0..=from.unwrap_or(count - 1)).rev().map(span).collect(),
+    })
+}
 
-    fn step(&self) -> u128 {
-        u128::MAX / self.count + 1
-    }
-
-    /// The current range.
-    fn span(&self) -> UuidSpan {
-        let step = self.step();
-        UuidSpan {
-            low: (self.current > 0).then(|| self.current * step),
-            high: (self.current + 1 < self.count).then(|| (self.current + 1) * step),
-        }
-    }
-
-    /// Moves on to the next range in sort order, and returns the cursor that
-    /// starts there; `None` after the last range.
-    fn advance(&mut self) -> Option<Vec<Value>> {
-        let step = self.step();
-        let cursor = match self.direction {
-            // after low − 1 is from low on
-            SortDirection::Asc if self.current + 1 < self.count => {
-                self.current += 1;
-                self.current * step - 1
+/// Every page of `query` in the point in time `pit`, read range by range of
+/// `spans` ([`uuid_ranges`]), [`RANGES_IN_FLIGHT`] ranges at a time, and
+/// handed on in order. The first range starts at the query's cursor, the
+/// others at their beginning. The point in time is closed after the last
+/// page or an error.
+fn ranged_scroll(
+    backend: OpenSearchBackend,
+    service: Service,
+    query: ValidQuery,
+    pit: String,
+    spans: Vec<UuidSpan>,
+) -> BoxStream<'static, Result<Page, SearchError>> {
+    use futures::StreamExt;
+    let direction = query
+        .order_by
+        .first()
+        .map_or(SortDirection::Asc, |(_, d)| *d);
+    let from_start = ValidQuery {
+        search_after: None,
+        ..query.clone()
+    };
+    let last = spans.len().saturating_sub(1);
+    let reader = backend.clone();
+    let read_pit = pit.clone();
+    let ranges = futures::stream::iter(spans.into_iter().enumerate())
+        .map(move |(i, span)| {
+            let (backend, pit) = (reader.clone(), read_pit.clone());
+            let query = if i == 0 {
+                query.clone()
+            } else {
+                from_start.clone()
+            };
+            async move {
+                let mut pages = backend.scan_span(service, query, &pit, span).await?;
+                if i < last {
+                    if let Some(page) = pages.last_mut() {
+                        page.next_search_after = span.end_cursor(direction);
+                    }
+                }
+                Ok::<_, SearchError>(pages)
             }
-            // before the current range's low is the range below
-            SortDirection::Desc if self.current > 0 => {
-                let low = self.current * step;
-                self.current -= 1;
-                low
+        })
+        .buffered(RANGES_IN_FLIGHT)
+        .boxed();
+    struct State {
+        ranges: BoxStream<'static, Result<Vec<Page>, SearchError>>,
+        ready: std::collections::VecDeque<Page>,
+        open: Option<(OpenSearchBackend, String)>,
+    }
+    let state = State {
+        ranges,
+        ready: std::collections::VecDeque::new(),
+        open: Some((backend, pit)),
+    };
+    futures::stream::unfold(state, |mut state| async move {
+        loop {
+            if let Some(page) = state.ready.pop_front() {
+                return Some((Ok(page), state));
             }
-            _ => return None,
-        };
-        Some(vec![Value::String(uuid_text(cursor))])
+            let (backend, pit) = state.open.take()?;
+            match state.ranges.next().await {
+                Some(Ok(pages)) => {
+                    state.ready.extend(pages);
+                    state.open = Some((backend, pit));
+                }
+                Some(Err(e)) => {
+                    backend.close_pit(&pit).await;
+                    return Some((Err(e), state));
+                }
+                None => {
+                    backend.close_pit(&pit).await;
+                    return None;
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
+impl OpenSearchBackend {
+    /// Every non-empty page of `query` within `span` of the point in time
+    /// `pit`.
+    async fn scan_span(
+        &self,
+        service: Service,
+        mut query: ValidQuery,
+        pit: &str,
+        span: UuidSpan,
+    ) -> Result<Vec<Page>, SearchError> {
+        let mut pages = Vec::new();
+        loop {
+            // an OpenSearch point in time keeps its id; ranges read side by side share it
+            let (page, _) = self
+                .run_search_in(service, &query, Some(pit), Some(span))
+                .await?;
+            let next = page.next_search_after.clone();
+            if !page.data.is_empty() {
+                pages.push(page);
+            }
+            match next {
+                None => return Ok(pages),
+                Some(cursor) => {
+                    query = query
+                        .after(&cursor)
+                        .map_err(|e| SearchError::InvalidQuery(e.to_string()))?;
+                }
+            }
+        }
     }
 }
 
@@ -1304,40 +1411,19 @@ struct PointInTime {
     backend: OpenSearchBackend,
     service: Service,
     pit: String,
-    ranges: Option<UuidRanges>,
 }
 
 impl View for PointInTime {
     fn page<'a>(&'a mut self, query: &'a ValidQuery) -> BoxFuture<'a, Result<Page, SearchError>> {
         Box::pin(async move {
-            let mut query = Cow::Borrowed(query);
-            loop {
-                let span = self.ranges.map(|r| r.span());
-                let (mut page, renewed) = self
-                    .backend
-                    .run_search_in(self.service, &query, Some(&self.pit), span)
-                    .await?;
-                if let Some(id) = renewed {
-                    self.pit = id;
-                }
-                if page.next_search_after.is_some() {
-                    return Ok(page);
-                }
-                // the range is done: the scroll goes on in the next one
-                let Some(cursor) = self.ranges.as_mut().and_then(UuidRanges::advance) else {
-                    return Ok(page);
-                };
-                if page.data.is_empty() {
-                    query = Cow::Owned(
-                        query
-                            .after(&cursor)
-                            .map_err(|e| SearchError::InvalidQuery(e.to_string()))?,
-                    );
-                    continue;
-                }
-                page.next_search_after = Some(cursor);
-                return Ok(page);
+            let (page, renewed) = self
+                .backend
+                .run_search_in(self.service, query, Some(&self.pit), None)
+                .await?;
+            if let Some(id) = renewed {
+                self.pit = id;
             }
+            Ok(page)
         })
     }
 
@@ -1713,55 +1799,49 @@ mod tests {
         )
     }
 
-    /// Every range in the order a scroll reads them, from `plan` on.
-    fn walk(mut ranges: UuidRanges) -> Vec<(UuidSpan, Option<Vec<Value>>)> {
-        let mut out = Vec::new();
-        loop {
-            let span = ranges.span();
-            let cursor = ranges.advance();
-            let done = cursor.is_none();
-            out.push((span, cursor));
-            if done {
-                return out;
-            }
-        }
-    }
-
     #[test]
     fn uuid_ranges_tile_the_uuid_space_in_sort_order() {
-        let asc = UuidRanges::plan(&uuid_sorted("asc", 500), 1_000_000).unwrap();
-        assert_eq!(asc.count, 125, "16 pages of 500 a range");
-        let spans = walk(asc);
-        assert_eq!(spans.len(), 125);
-        assert_eq!(spans[0].0.low, None, "the first range is open below");
-        assert_eq!(spans[124].0.high, None, "the last range is open above");
-        for pair in spans.windows(2) {
-            let ((a, cursor), (b, _)) = (&pair[0], &pair[1]);
+        let asc = uuid_ranges(&uuid_sorted("asc", 500), 1_000_000, RANGE_DOCS).unwrap();
+        assert_eq!(asc.len(), 100, "10,000 matches a range");
+        assert_eq!(asc[0].low, None, "the first range is open below");
+        assert_eq!(asc[99].high, None, "the last range is open above");
+        for pair in asc.windows(2) {
+            let (a, b) = (pair[0], pair[1]);
             assert_eq!(a.high, b.low, "ranges meet without a gap or overlap");
-            let next = b.low.unwrap();
-            // search_after is strict: after low - 1 starts at low
-            assert_eq!(cursor.as_deref(), Some(&[json!(uuid_text(next - 1))][..]));
+            assert!(a.low < b.low);
+            // search_after is strict: after high - 1 is from high on
+            let cursor = a.end_cursor(SortDirection::Asc).unwrap();
+            assert_eq!(cursor, [json!(uuid_text(b.low.unwrap() - 1))]);
         }
+        assert_eq!(asc[99].end_cursor(SortDirection::Asc), None);
 
-        let desc = walk(UuidRanges::plan(&uuid_sorted("desc", 500), 1_000_000).unwrap());
-        let mut reversed: Vec<UuidSpan> = spans.iter().map(|(s, _)| *s).collect();
+        let desc = uuid_ranges(&uuid_sorted("desc", 500), 1_000_000, RANGE_DOCS).unwrap();
+        let mut reversed = asc.clone();
         reversed.reverse();
-        assert_eq!(desc.iter().map(|(s, _)| *s).collect::<Vec<_>>(), reversed);
+        assert_eq!(desc, reversed);
         for pair in desc.windows(2) {
-            let ((a, cursor), (b, _)) = (&pair[0], &pair[1]);
-            assert_eq!(a.low, b.high);
+            let cursor = pair[0].end_cursor(SortDirection::Desc).unwrap();
             // descending, search_after low is everything below low
-            assert_eq!(
-                cursor.as_deref(),
-                Some(&[json!(uuid_text(a.low.unwrap()))][..])
-            );
+            assert_eq!(cursor, [json!(uuid_text(pair[0].low.unwrap()))]);
+            assert_eq!(pair[0].low, pair[1].high);
         }
     }
 
     #[test]
-    fn uuid_ranges_only_for_a_uuid_sort_over_many_pages() {
-        assert_eq!(UuidRanges::plan(&uuid_sorted("asc", 500), 15_999), None);
-        assert!(UuidRanges::plan(&uuid_sorted("asc", 500), 16_000).is_some());
+    fn uuid_ranges_only_for_a_uuid_sort_over_several_ranges() {
+        assert_eq!(
+            uuid_ranges(&uuid_sorted("asc", 500), 19_999, RANGE_DOCS),
+            None
+        );
+        assert_eq!(
+            uuid_ranges(&uuid_sorted("asc", 500), 20_000, RANGE_DOCS).map(|r| r.len()),
+            Some(2)
+        );
+        // whatever the page size
+        assert_eq!(
+            uuid_ranges(&uuid_sorted("asc", 5000), 100_000, RANGE_DOCS).map(|r| r.len()),
+            Some(10)
+        );
         let by_name = valid(
             Service::Contact,
             json!({
@@ -1769,24 +1849,28 @@ mod tests {
                 "order_by": [{ "order_by": "last_name", "order_direction": "asc" }],
             }),
         );
-        assert!(!UuidRanges::apply_to(&by_name));
-        assert_eq!(UuidRanges::plan(&by_name, 10_000_000), None);
-        let most = UuidRanges::plan(&uuid_sorted("asc", 1), u64::MAX).unwrap();
-        assert_eq!(most.count, u128::from(MAX_RANGES));
+        assert!(!sorted_by_uuid_alone(&by_name));
+        assert_eq!(uuid_ranges(&by_name, 10_000_000, RANGE_DOCS), None);
+        let most = uuid_ranges(&uuid_sorted("asc", 1), u64::MAX, RANGE_DOCS).unwrap();
+        assert_eq!(most.len() as u64, MAX_RANGES);
     }
 
     #[test]
     fn a_scroll_after_a_cursor_starts_in_the_cursors_range() {
-        let mut query = uuid_sorted("asc", 500);
-        query = query
-            .after(&[json!("c0000000-0000-4000-8000-000000000000")])
-            .unwrap();
-        let ranges = UuidRanges::plan(&query, 1_000_000).unwrap();
-        let span = ranges.span();
-        let cursor = uuid::Uuid::parse_str("c0000000-0000-4000-8000-000000000000")
-            .unwrap()
-            .as_u128();
-        assert!(span.low.unwrap() <= cursor && cursor < span.high.unwrap());
+        let at = "c0000000-0000-4000-8000-000000000000";
+        let cursor = uuid::Uuid::parse_str(at).unwrap().as_u128();
+        for direction in ["asc", "desc"] {
+            let query = uuid_sorted(direction, 500).after(&[json!(at)]).unwrap();
+            let ranges = uuid_ranges(&query, 1_000_000, RANGE_DOCS).unwrap();
+            let first = ranges[0];
+            assert!(first.low.unwrap() <= cursor && cursor < first.high.unwrap());
+            let expected = if direction == "asc" { 100 - 75 } else { 76 };
+            assert_eq!(
+                ranges.len(),
+                expected,
+                "{direction}: the cursor's range and those after it"
+            );
+        }
     }
 
     #[test]

@@ -228,24 +228,36 @@ async fn produce(
     send(take_bytes(&mut out)?).await?;
     let mut pages = read_ahead(deps.search.scroll(service, query), READ_AHEAD);
     let mut rows = 0i64;
-    let mut recorded = Instant::now();
+    // when progress was last written, and what it said
+    let mut recorded = (Instant::now(), 0i64);
     let progress = |rows| Progress {
         rows_processed: rows,
         ..Progress::default()
     };
-    while let Some(page) = pages.next().await {
+    loop {
+        let due = tokio::time::Instant::from_std(recorded.0 + PROGRESS_EVERY);
+        let next = tokio::select! {
+            page = pages.next() => page,
+            () = tokio::time::sleep_until(due), if rows > recorded.1 => {
+                // the next page is slow to come: what is sent so far is progress
+                ctx.record_progress(&progress(rows), None).await?;
+                recorded = (Instant::now(), rows);
+                continue;
+            }
+        };
+        let Some(page) = next else { break };
         if ctx.is_cancelled() {
             return Err(ctx.stopped());
         }
-        let page = page.with_context(|| format!("reading matches from {}", deps.search.name()))?;
+        let page = page?.with_context(|| format!("reading matches from {}", deps.search.name()))?;
         for doc in &page.data {
             csv_row(columns, doc, deps.escape_formulas, &mut out)?;
         }
         rows += page.data.len() as i64;
         send(take_bytes(&mut out)?).await?;
-        if recorded.elapsed() >= PROGRESS_EVERY {
+        if recorded.0.elapsed() >= PROGRESS_EVERY {
             ctx.record_progress(&progress(rows), None).await?;
-            recorded = Instant::now();
+            recorded = (Instant::now(), rows);
         }
     }
     ctx.record_progress(&progress(rows), None).await?;
@@ -256,22 +268,52 @@ async fn produce(
 /// search engine works on the next pages while this one is written and
 /// uploaded. Dropping the stream stops the task (and so drops the scroll,
 /// which releases its view).
+///
+/// The stream ends only after the scroll's own end: should the task stop
+/// before it, the stream does not end (a truncated file would complete) but
+/// carries the task's panic on into the handler, or fails.
 fn read_ahead<T: Send + 'static>(
     mut pages: futures::stream::BoxStream<'static, T>,
     depth: usize,
-) -> impl futures::Stream<Item = T> {
-    let (tx, mut rx) = mpsc::channel(depth);
+) -> impl futures::Stream<Item = anyhow::Result<T>> {
+    use std::future::Future;
+    use std::task::Poll;
+    // `Some(page)`, then `None` for the end of the scroll
+    let (tx, mut rx) = mpsc::channel::<Option<T>>(depth);
     let reader = tokio::spawn(async move {
         while let Some(page) = pages.next().await {
-            if tx.send(page).await.is_err() {
-                break;
+            if tx.send(Some(page)).await.is_err() {
+                return;
             }
         }
+        let _ = tx.send(None).await;
     });
-    let stop = AbortOnDropHandle::new(reader);
+    let mut reader = AbortOnDropHandle::new(reader);
+    let mut ended = false;
     futures::stream::poll_fn(move |cx| {
-        let _ = &stop;
-        rx.poll_recv(cx)
+        if ended {
+            return Poll::Ready(None);
+        }
+        match rx.poll_recv(cx) {
+            Poll::Ready(Some(Some(page))) => Poll::Ready(Some(Ok(page))),
+            Poll::Ready(Some(None)) => {
+                ended = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+            // closed before the end: the task stopped early; say why
+            Poll::Ready(None) => match std::pin::Pin::new(&mut reader).poll(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Poll::Ready(outcome) => {
+                    ended = true;
+                    let why = outcome.err().map_or_else(String::new, |e| format!(": {e}"));
+                    Poll::Ready(Some(Err(anyhow::anyhow!(
+                        "reading the matches stopped before their end{why}"
+                    ))))
+                }
+            },
+        }
     })
 }
 

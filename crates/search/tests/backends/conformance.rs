@@ -95,13 +95,20 @@ async fn a_scroll_reads_one_consistent_view(which: Which) {
 
 /// A scroll returns exactly the model's matches in the model's order, in
 /// both uuid directions, with and without a filter, from the start or after
-/// a cursor, with pages so small that OpenSearch reads the uuid space range
-/// by range (about 16 pages a range: 300 contacts in pages of 2 make 9).
+/// a cursor, with ranges so small that OpenSearch reads the uuid space range
+/// by range (ranges of about 20 matches: 300 contacts make 15).
 async fn a_scroll_returns_every_match_in_sort_order(which: Which) {
     use futures::StreamExt;
     let f = Fixture::new(which).await;
     let s = Service::Contact;
-    let backend = f.backend(which);
+    let ranged;
+    let backend: &dyn connectra_search::SearchBackend = match &f.os {
+        Some(os) => {
+            ranged = os.0.clone().with_scroll_range_docs(20);
+            &ranged
+        }
+        None => f.backend(which),
+    };
     let filter = json!({ "keyword_match": { "must_not": { "country": ["France"] } } });
     for direction in ["asc", "desc"] {
         for limit in [2, 3, 7] {
