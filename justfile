@@ -38,12 +38,7 @@ retry-runner:
 e2e:
     scripts/e2e.sh
 
-# Benchmarks (release build, real stack); figures go to docs/benchmarks.md
+# Benchmarks (release build, real stack, peers installed by the scripts);
+# figures go to docs/benchmarks.md (PARTS=... runs a subset; see scripts/bench/all.sh)
 bench:
-    scripts/stack.sh up
-    eval "$(scripts/stack.sh env)" && cargo run --release --locked -p connectra-jobs --example runner_bench
-    scripts/bench/runner_vs_river.sh
-    scripts/bench/import.sh
-    scripts/bench/import_vs_copy.sh
-    scripts/bench/import_vs_esbulk.sh
-    scripts/bench/export.sh
+    scripts/bench/all.sh
