@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # `just bench`: every benchmark, one after another, on the real local stack.
 # Each part's Markdown goes into docs/benchmarks.md between the markers
-# `<!-- just-bench:begin -->` and `<!-- just-bench:end -->` (a run replaces
-# the previous run's block), under the date, the commit and the load, and is
-# written again after each part, so an interrupted run keeps what it did.
+# `<!-- just-bench:begin -->` and `<!-- just-bench:end -->`, under the date,
+# the commit and the load of its run. The block is written again after each
+# part, from every part's last output kept in .stack/bench/logs, so a run of
+# a few PARTS, or an interrupted one, keeps the others' last figures.
 # The side-by-side parts alternate ours and the peer RUNS times (default 3)
 # and give medians; the peers are installed by their own scripts.
 #
@@ -33,18 +34,25 @@ PLAN=(
 )
 PARTS=${PARTS:-$(printf '%s\n' "${PLAN[@]}" | cut -d'|' -f1 | tr '\n' ' ')}
 
-header="_Last run: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (with uncommitted changes)'), $(nproc) cores, load before: $(cut -d' ' -f1-3 /proc/loadavg)._"
-
-# Writes the block from the parts done so far.
+# Writes the block: every part that has ever run here, in plan order, each
+# under when, at which commit and on what load it last ran.
 write_block() {
-  python3 - "$DOC" "$LOGS" "$header" "${done_parts[@]}" <<'PY'
+  local names; names=$(printf '%s\n' "${PLAN[@]}" | cut -d'|' -f1)
+  # shellcheck disable=SC2086 # one word a part
+  python3 - "$DOC" "$LOGS" $names <<'PY'
 import sys, pathlib
-doc, logs, header, parts = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), sys.argv[3], sys.argv[4:]
+doc, logs, names = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]), sys.argv[3:]
 begin, end = "<!-- just-bench:begin -->", "<!-- just-bench:end -->"
-body = [begin, "## Latest `just bench` run", "", header, ""]
-for part in parts:
-    name, title, status, secs = part.split("|")
-    body += [f"### {title} (`{name}`, {secs} s{'' if status == 'ok' else ', FAILED: see .stack/bench/logs/' + name + '.err'})", ""]
+body = [begin, "## Latest `just bench` run", "",
+        "_Each part as it last ran: when, at which commit, the load before it, and how long it took._", ""]
+for name in names:
+    meta = logs / f"{name}.meta"
+    if not meta.exists():
+        continue
+    title, status, secs, when, commit, load = meta.read_text().strip().split("|")
+    failed = "" if status == "ok" else f", FAILED: see .stack/bench/logs/{name}.err"
+    body += [f"### {title} (`{name}`)", "",
+             f"_{when}, commit {commit}, load before {load}, {secs} s{failed}._", ""]
     out = (logs / f"{name}.md").read_text().strip()
     body += [out or "_(no output)_", ""]
 body.append(end)
@@ -59,17 +67,19 @@ doc.write_text(text)
 PY
 }
 
-done_parts=()
+commit="$(git rev-parse --short HEAD)$(git diff --quiet || echo '+changes')"
 failed=0
 for entry in "${PLAN[@]}"; do
   IFS='|' read -r name command title <<<"$entry"
   [[ " $PARTS " == *" $name "* ]] || continue
-  echo "== $name: $command (load $(cut -d' ' -f1 /proc/loadavg))" >&2
+  load=$(cut -d' ' -f1 /proc/loadavg)
+  echo "== $name: $command (load $load)" >&2
+  when=$(date -u '+%Y-%m-%d %H:%M UTC')
   t0=$(date +%s)
   status=ok
   # shellcheck disable=SC2086 # the command's words
   $command >"$LOGS/$name.md" 2>"$LOGS/$name.err" || { status=failed; failed=1; tail -5 "$LOGS/$name.err" >&2; }
-  done_parts+=("$name|$title|$status|$(($(date +%s) - t0))")
+  echo "$title|$status|$(($(date +%s) - t0))|$when|$commit|$load" >"$LOGS/$name.meta"
   write_block
 done
 echo "wrote $DOC" >&2
