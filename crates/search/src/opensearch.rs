@@ -884,15 +884,7 @@ impl OpenSearchBackend {
     async fn open_pit_on(&self, index: &str) -> Result<String, SearchError> {
         let path = format!("/{index}/_search/point_in_time?keep_alive={PIT_KEEP_ALIVE}");
         // any node can open it, and any node can search it later
-        let response = self
-            .nodes
-            .send(REQUEST_TIMEOUT, || {
-                self.client
-                    .send::<(), ()>(Method::Post, &path, HeaderMap::new(), None, None, None)
-            })
-            .await
-            .map_err(unreachable)?;
-        let body = read_json(response).await?;
+        let body = self.call(Method::Post, &path, None).await?;
         body.get("pit_id")
             .and_then(Value::as_str)
             .map(String::from)
@@ -945,21 +937,7 @@ impl OpenSearchBackend {
     ) -> Result<(), SearchError> {
         let path = format!("/{}/_settings", self.index_name(service));
         let body = json!({ "index": { "refresh_interval": interval } });
-        let response = self
-            .nodes
-            .send(REQUEST_TIMEOUT, || {
-                self.client.send::<_, ()>(
-                    Method::Put,
-                    &path,
-                    HeaderMap::new(),
-                    None,
-                    Some(opensearch::http::request::JsonBody::new(&body)),
-                    None,
-                )
-            })
-            .await
-            .map_err(unreachable)?;
-        read_json(response).await.map(drop)
+        self.call(Method::Put, &path, Some(body)).await.map(drop)
     }
 
     /// The `refresh_interval` set on `service`'s index; `None` when it has
@@ -969,15 +947,7 @@ impl OpenSearchBackend {
             "/{}/_settings/index.refresh_interval",
             self.index_name(service)
         );
-        let response = self
-            .nodes
-            .send(REQUEST_TIMEOUT, || {
-                self.client
-                    .send::<(), ()>(Method::Get, &path, HeaderMap::new(), None, None, None)
-            })
-            .await
-            .map_err(unreachable)?;
-        let body = read_json(response).await?;
+        let body = self.call(Method::Get, &path, None).await?;
         // one entry per physical index behind the alias
         Ok(body
             .as_object()

@@ -145,7 +145,7 @@ where
 
 impl OpenSearchBackend {
     /// One request; its JSON answer, or the error [`read_json`] makes of it.
-    async fn call(
+    pub(super) async fn call(
         &self,
         method: Method,
         path: &str,
