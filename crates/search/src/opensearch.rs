@@ -819,7 +819,8 @@ impl OpenSearchBackend {
 
     /// Sends a search `body`, in the point in time `pit` or else on
     /// `service`'s index, and returns the response's fields `filter_path`
-    /// keeps.
+    /// keeps. A response in which some shards failed is an error: its hits
+    /// would be short of theirs (a page, an export, silently missing rows).
     async fn search_body(
         &self,
         service: Service,
@@ -837,18 +838,29 @@ impl OpenSearchBackend {
             }
             None => SearchParts::Index(&indices),
         };
+        let mut filter_path = filter_path.to_vec();
+        filter_path.push("_shards.failed");
         let response = self
             .nodes
             .send(REQUEST_TIMEOUT, || {
                 self.client
                     .search(parts.clone())
-                    .filter_path(filter_path)
+                    .filter_path(&filter_path)
                     .body(&body)
                     .send()
             })
             .await
             .map_err(unreachable)?;
-        read_json(response).await
+        let body = read_json(response).await?;
+        match body.pointer("/_shards/failed").and_then(Value::as_u64) {
+            Some(0) | None => Ok(body),
+            Some(failed) => Err(SearchError::unavailable(
+                BACKEND,
+                format!(
+                    "{failed} shard(s) failed to answer the search; its hits would be incomplete"
+                ),
+            )),
+        }
     }
 
     /// How many documents of `service` match `query` in the point in time

@@ -216,3 +216,67 @@ async fn the_newest_version_wins_whatever_order_documents_arrive_in() {
         json!([{ "name": "Newer again" }])
     );
 }
+
+/// A search that some shards fail to answer is an error, not a page short
+/// of their hits: behind the contacts alias, a second index whose `country`
+/// is an integer fails a `terms` query on it, while the real index answers.
+#[tokio::test]
+async fn a_search_that_some_shards_fail_is_an_error_not_a_short_page() {
+    let os = OsIndices::new().await;
+    let (_, contacts) = dataset(SEED);
+    os.0.index(Service::Contact, &docs(&contacts))
+        .await
+        .unwrap();
+    os.0.refresh(Service::Contact).await.unwrap();
+    let query = json!({
+        "where": { "keyword_match": { "must": { "country": ["USA"] } } },
+        "select_columns": ["uuid"]
+    });
+    assert!(!search(&os.0, Service::Contact, &query)
+        .await
+        .data
+        .is_empty());
+
+    let alias = os.0.index_name(Service::Contact);
+    let odd = format!("{alias}_v999");
+    let url = opensearch_url();
+    let curl = |args: &[&str]| {
+        let out = std::process::Command::new("curl")
+            .args(["-fsS", "-H", "Content-Type: application/json"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "curl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    curl(&[
+        "-X",
+        "PUT",
+        &format!("{url}/{odd}"),
+        "-d",
+        r#"{"mappings": {"properties": {"country": {"type": "integer"}}}}"#,
+    ]);
+    curl(&[
+        "-X",
+        "PUT",
+        &format!("{url}/{odd}/_doc/1?refresh=true"),
+        "-d",
+        r#"{"country": 5}"#,
+    ]);
+    let actions = json!({ "actions": [{ "add": { "index": odd, "alias": alias } }] }).to_string();
+    curl(&["-X", "POST", &format!("{url}/_aliases"), "-d", &actions]);
+
+    let q = crate::common::valid(Service::Contact, &query);
+    let err = os.0.search(Service::Contact, &q).await.unwrap_err();
+    assert!(
+        err.is_unavailable() && err.to_string().contains("shard"),
+        "{err}"
+    );
+    let mut scroll = os.0.scroll(Service::Contact, q);
+    use futures::StreamExt;
+    let first = scroll.next().await.unwrap();
+    assert!(first.is_err(), "a scroll's page too: {first:?}");
+}
