@@ -803,7 +803,7 @@ impl OpenSearchBackend {
             span.restrict(&mut body);
         }
         let body = self
-            .search_body(service, &body, pit, SEARCH_FILTER_PATH)
+            .search_body(service, body, pit, SEARCH_FILTER_PATH)
             .await?;
         let pit_id = body.get("pit_id").and_then(Value::as_str).map(String::from);
         // `filter_path` leaves `hits` out of a response without hits; `took`
@@ -824,11 +824,10 @@ impl OpenSearchBackend {
     async fn search_body(
         &self,
         service: Service,
-        body: &Value,
+        mut body: Value,
         pit: Option<&str>,
         filter_path: &[&str],
     ) -> Result<Value, SearchError> {
-        let mut body = body.clone();
         let index = self.index_name(service);
         let indices = [index.as_str()];
         let parts = match pit {
@@ -880,7 +879,7 @@ impl OpenSearchBackend {
             object.insert("track_total_hits".to_owned(), Value::Bool(true));
         }
         let body = self
-            .search_body(service, &body, Some(pit), &["hits.total.value"])
+            .search_body(service, body, Some(pit), &["hits.total.value"])
             .await?;
         body.pointer("/hits/total/value")
             .and_then(Value::as_u64)
@@ -1250,10 +1249,10 @@ fn sorted_by_uuid_alone(query: &ValidQuery) -> bool {
 /// the cursor are the same. Random (v4) uuids spread evenly; skewed ones
 /// make some ranges larger (slower), never wrong.
 fn uuid_ranges(query: &ValidQuery, matches: u64, range_docs: u64) -> Option<Vec<UuidSpan>> {
-    let [(field, direction)] = query.order_by.as_slice() else {
+    let [(_, direction)] = query.order_by.as_slice() else {
         return None;
     };
-    if field.kind != FieldKind::Uuid {
+    if !sorted_by_uuid_alone(query) {
         return None;
     }
     let count = (matches / range_docs.max(1)).min(MAX_RANGES);

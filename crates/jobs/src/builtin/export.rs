@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -21,6 +21,7 @@ use connectra_search::Document;
 use futures::StreamExt;
 use serde_json::Value;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::io::StreamReader;
 use tokio_util::task::AbortOnDropHandle;
 
@@ -235,10 +236,9 @@ async fn produce(
         ..Progress::default()
     };
     loop {
-        let due = tokio::time::Instant::from_std(recorded.0 + PROGRESS_EVERY);
         let next = tokio::select! {
             page = pages.next() => page,
-            () = tokio::time::sleep_until(due), if rows > recorded.1 => {
+            () = tokio::time::sleep_until(recorded.0 + PROGRESS_EVERY), if rows > recorded.1 => {
                 // the next page is slow to come: what is sent so far is progress
                 ctx.record_progress(&progress(rows), None).await?;
                 recorded = (Instant::now(), rows);
