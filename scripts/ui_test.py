@@ -131,9 +131,20 @@ def main():
         driver.get(BASE + f"/ui/jobs/{big}")
         bar = f"progress-{big}"
 
+        # htmx replaces the bar every poll, so an element found a moment ago may be gone (stale) by the time
+        # its attributes are read: read them in one script, from whatever element is there now
+        def bar_now():
+            return driver.execute_script(
+                "const e = document.getElementById(arguments[0]);"
+                "if (!e) return null;"
+                "const f = e.querySelector('.figures');"
+                "return [e.dataset.status, e.dataset.rows, f ? f.textContent : ''];",
+                bar,
+            )
+
         def rows_now():
-            el = driver.find_element(By.ID, bar)
-            return el.get_attribute("data-status"), int(el.get_attribute("data-rows"))
+            now = bar_now()
+            return (None, 0) if now is None else (now[0], int(now[1]))
 
         wait_for("the import to run", lambda: rows_now()[0] == "processing" and rows_now()[1] > 0, timeout=60)
         # mark the page: a reload would lose this, an htmx swap does not
@@ -141,7 +152,7 @@ def main():
         first = rows_now()[1]
         second = wait_for("the bar to move", lambda: rows_now()[1] > first and rows_now()[1], timeout=30)
         assert driver.execute_script("return document.body.dataset.marker") == "same-page"
-        figures = driver.find_element(By.CSS_SELECTOR, f"#{bar} .figures").text
+        figures = " ".join(bar_now()[2].split())
         assert "rows/s" in figures and "%" in figures, figures
         driver.save_screenshot(os.path.join(SHOTS, "running-job.png"))
         log(f"progress bar moved from {first} to {second} rows without a reload: {figures!r}")
