@@ -23,6 +23,13 @@ const MAX_START_BATCH: usize = 256;
 /// Start statements in flight at once, each for a batch of its own.
 const START_IN_FLIGHT: usize = 2;
 
+/// Jobs whose handler has returned but whose outcome is not written yet, at
+/// most (or the worker count, if larger). A worker's slot frees when its
+/// handler returns, so without this bound a slow database would let
+/// outcomes pile up in memory while new jobs kept starting, and every lease
+/// renewal carry them all.
+const MAX_UNWRITTEN: usize = 512;
+
 /// How a handler run ended, decided once when it returns.
 pub(super) enum Ending {
     Completed(JobResponse),
@@ -47,6 +54,8 @@ pub(super) enum Setback {
 pub(super) struct Finished {
     pub job: Job,
     pub ending: Ending,
+    /// Held until the outcome is written: see [`MAX_UNWRITTEN`].
+    pub unwritten: OwnedSemaphorePermit,
 }
 
 /// Runs until `shutdown`, then returns the queue (what is still in it is
@@ -59,6 +68,7 @@ pub(super) async fn dispatch(
 ) -> (mpsc::Receiver<Job>, JoinSet<()>) {
     let kind = s.config.mode.claim_kind();
     let slots = Arc::new(Semaphore::new(s.config.workers.max(1)));
+    let unwritten = Arc::new(Semaphore::new(MAX_UNWRITTEN.max(s.config.workers)));
     let starting = Arc::new(Semaphore::new(START_IN_FLIGHT));
     let mut tasks = JoinSet::new();
     loop {
@@ -74,16 +84,22 @@ pub(super) async fn dispatch(
         let first = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            p = async {
+                let slot = slots.clone().acquire_owned().await?;
+                Ok::<_, tokio::sync::AcquireError>((slot, unwritten.clone().acquire_owned().await?))
+            } => match p { Ok(p) => p, Err(_) => break },
         };
         // let handlers that are about to return free their slots too, so
         // that the batch is as large as what is free
         tokio::task::yield_now().await;
         let mut permits = vec![first];
         while permits.len() < MAX_START_BATCH {
-            match slots.clone().try_acquire_owned() {
-                Ok(p) => permits.push(p),
-                Err(_) => break,
+            match (
+                unwritten.clone().try_acquire_owned(),
+                slots.clone().try_acquire_owned(),
+            ) {
+                (Ok(u), Ok(p)) => permits.push((p, u)),
+                _ => break,
             }
         }
         let first_job = tokio::select! {
@@ -119,7 +135,7 @@ async fn start_batch(
     s: &Arc<Shared>,
     kind: ClaimKind,
     jobs: Vec<Job>,
-    permits: Vec<OwnedSemaphorePermit>,
+    permits: Vec<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
     done: &mpsc::UnboundedSender<Finished>,
 ) -> JoinSet<()> {
     let mut running = JoinSet::new();
@@ -149,15 +165,19 @@ async fn start_batch(
         tracing::info!(skipped, "jobs cancelled or taken back before they started");
         Counters::add(&s.counters.lost, skipped);
     }
-    for (job, permit) in started.into_iter().zip(permits) {
+    for (job, (slot, unwritten)) in started.into_iter().zip(permits) {
         let span = tracing::info_span!("job", job_uuid = %job.uuid, job_type = %job.job_type,
             attempt = job.attempts);
         let (s, done) = (s.clone(), done.clone());
         running.spawn(
             async move {
-                let finished = run_started(&s, job).await;
-                let _ = done.send(finished);
-                drop(permit);
+                let (job, ending) = run_started(&s, job).await;
+                let _ = done.send(Finished {
+                    job,
+                    ending,
+                    unwritten,
+                });
+                drop(slot);
             }
             .instrument(span),
         );
@@ -167,13 +187,10 @@ async fn start_batch(
 
 /// Runs a started job's handler in a task of its own (so a panic is caught
 /// and an abort reaches it), and decides how it ended.
-async fn run_started(s: &Arc<Shared>, job: Job) -> Finished {
+async fn run_started(s: &Arc<Shared>, job: Job) -> (Job, Ending) {
     let Some(handler) = s.registry.get(&job.job_type) else {
         // claims filter on registered types, so this cannot happen
-        return Finished {
-            job,
-            ending: Ending::NotCompleted(Setback::Stopped),
-        };
+        return (job, Ending::NotCompleted(Setback::Stopped));
     };
     let token = s.stop_handlers.child_token();
     s.holdings
@@ -217,7 +234,7 @@ async fn run_started(s: &Arc<Shared>, job: Job) -> Finished {
     };
     crate::metrics::job_ran(&job.job_type, outcome, started.elapsed());
     let job = Arc::try_unwrap(job).unwrap_or_else(|arc| (*arc).clone());
-    Finished { job, ending }
+    (job, ending)
 }
 
 fn stopped(user_cancelled: bool) -> Setback {

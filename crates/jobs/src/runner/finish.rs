@@ -47,7 +47,10 @@ pub(super) async fn finish_loop(s: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<
     while rx.recv_many(&mut batch, MAX_FINISH_BATCH).await > 0 {
         let mut completions = Vec::new();
         let mut setbacks = Vec::new();
+        // released once the batch is written, not before
+        let mut unwritten = Vec::with_capacity(batch.len());
         for f in batch.drain(..) {
+            unwritten.push(f.unwritten);
             match f.ending {
                 Ending::Completed(response) => completions.push((f.job, response)),
                 Ending::NotCompleted(setback) => setbacks.push((f.job, setback)),
@@ -59,6 +62,7 @@ pub(super) async fn finish_loop(s: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<
         for (job, setback) in setbacks {
             settle(&s, &job, setback).await;
         }
+        drop(unwritten);
     }
 }
 
