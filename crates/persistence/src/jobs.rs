@@ -737,7 +737,7 @@ impl JobRepo {
 }
 
 /// The statements of the runner's hot path, built once per call from the
-/// status tables. Apart so that their plans can be tested (`tests` below).
+/// status tables. Apart so that their plans can be tested (`plans` below).
 mod sql {
     use super::*;
 
@@ -751,9 +751,10 @@ mod sql {
                 waiting_for_retry("status", "run_after")
             ),
         };
-        let order = match kind {
-            ClaimKind::FirstTime => "id",
-            ClaimKind::Retry => "run_after, id",
+        // the claim order, inside each type's read and over their union
+        let (order, c_order) = match kind {
+            ClaimKind::FirstTime => ("id", "c.id"),
+            ClaimKind::Retry => ("run_after, id", "c.run_after, c.id"),
         };
         // One ordered read per job type (jobs_claim_idx, jobs_retry_claim_idx:
         // (job_type, <order>)), the oldest `max` of them all taken. A single
@@ -775,12 +776,7 @@ mod sql {
                      FOR UPDATE SKIP LOCKED) AS c
                  ORDER BY {c_order}
                  LIMIT $4)
-             RETURNING *",
-            c_order = order
-                .split(", ")
-                .map(|col| format!("c.{col}"))
-                .collect::<Vec<_>>()
-                .join(", "),
+             RETURNING *"
         )
     }
 

@@ -23,11 +23,11 @@ const MAX_START_BATCH: usize = 256;
 /// Start statements in flight at once, each for a batch of its own.
 const START_IN_FLIGHT: usize = 2;
 
-/// Jobs whose handler has returned but whose outcome is not written yet, at
-/// most (or the worker count, if larger). A worker's slot frees when its
-/// handler returns, so without this bound a slow database would let
-/// outcomes pile up in memory while new jobs kept starting, and every lease
-/// renewal carry them all.
+/// Jobs started and not yet written (running, or waiting for the finisher
+/// with their outcome), at most; never fewer than the workers. A worker's
+/// slot frees when its handler returns, so without this bound a slow
+/// database would let outcomes pile up in memory while new jobs kept
+/// starting, and every lease renewal carry them all.
 const MAX_UNWRITTEN: usize = 512;
 
 /// How a handler run ended, decided once when it returns.
