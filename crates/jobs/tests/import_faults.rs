@@ -97,8 +97,9 @@ async fn import_connections_cut_mid_import_are_reopened_and_the_first_attempt_co
 /// Batches of 10 lines coalesced into groups of 100 (one transaction each):
 /// mid-file the runner is stopped while the import's connections are cut
 /// under the groups in flight, whose transactions roll back. The checkpoint
-/// left behind is a batch boundary that covers exactly the committed lines,
-/// and the next runner resumes there: no line lost, none counted twice.
+/// left behind is a batch boundary that PostgreSQL holds every line of (and
+/// at most the groups in flight beyond), and the next runner resumes there:
+/// no line lost, none counted twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_inside_a_coalesced_group_resumes_exactly_at_a_batch_boundary() {
     const BATCH: usize = 10;
@@ -147,12 +148,17 @@ async fn a_stop_inside_a_coalesced_group_resumes_exactly_at_a_batch_boundary() {
         "{checkpoint} after {cut} cuts"
     );
     assert_eq!(lines_done, next_line - 2, "{checkpoint}");
-    // what the checkpoint counts is what PostgreSQL holds, and no more
-    assert_eq!(
-        count(&h.pool(), "SELECT count(*) AS n FROM contacts").await
-            + count(&h.pool(), "SELECT count(*) AS n FROM job_rejections").await,
-        lines_done,
-        "{checkpoint}"
+    // PostgreSQL holds every line the checkpoint counts. It may hold a few
+    // groups more: a group that committed just before the stop, whose
+    // checkpoint was never written (it waits, in file order, for the groups
+    // before it). Those are whole batches, at most the groups in flight
+    // (four writers), and the resume redoes them as upserts.
+    let held = count(&h.pool(), "SELECT count(*) AS n FROM contacts").await
+        + count(&h.pool(), "SELECT count(*) AS n FROM job_rejections").await;
+    let ahead = held - lines_done;
+    assert!(
+        (0..=4 * h.group_rows as i64).contains(&ahead) && ahead % BATCH as i64 == 0,
+        "PostgreSQL holds {held} lines, the checkpoint counts {lines_done}: {checkpoint}"
     );
     // handed back or failed by the stop: opened again, as a retry would,
     // with its checkpoint kept
@@ -172,6 +178,11 @@ async fn a_stop_inside_a_coalesced_group_resumes_exactly_at_a_batch_boundary() {
     assert_eq!(
         count(&h.pool(), "SELECT count(*) AS n FROM contacts").await,
         ROWS as i64
+    );
+    // the lines redone after the resume are not reported twice
+    assert_eq!(
+        count(&h.pool(), "SELECT count(*) AS n FROM job_rejections").await,
+        ROWS.div_ceil(5000) as i64
     );
     h.stop().await;
 }
