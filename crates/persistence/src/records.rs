@@ -180,6 +180,23 @@ pub struct RecordWriter {
     /// The batch statements, prepared once per connection: parsed and
     /// planned once, not once per batch.
     prepared: HashMap<String, Statement>,
+    filters_seen: FilterValuesSeen,
+    /// Per service, how many more batches go straight to the upsert: set
+    /// when a batch's plain insert met a stored record ([`insert_sql`]).
+    upserts_ahead: HashMap<Service, u32>,
+}
+
+/// After a batch's plain insert met a stored record, the next this many
+/// batches of its service are upserted without trying it: a file of
+/// records that are partly stored pays for at most one failed insert in
+/// this many batches.
+const UPSERTS_AFTER_A_CONFLICT: u32 = 16;
+
+/// The savepoint before a batch's plain insert.
+const PLAIN_INSERT: &str = "plain_insert";
+
+fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
 }
 
 /// The staging column type of a field of `kind`: what a binary COPY row
@@ -217,8 +234,10 @@ fn staging_ddl(service: Service) -> String {
     )
 }
 
-/// The set-based upsert from the staging table.
-fn upsert_sql(service: Service, returning: bool) -> String {
+/// The columns an import writes and the `INSERT … SELECT` from the staging
+/// table, in uuid order (writers running at once take their locks in one
+/// order), up to its `ON CONFLICT`.
+fn insert_from_stage(service: Service) -> String {
     let cols = import_columns(service);
     let names: Vec<&str> = cols.iter().map(|f| f.name).collect();
     let select: Vec<String> = cols
@@ -229,7 +248,25 @@ fn upsert_sql(service: Service, returning: bool) -> String {
             _ => f.name.to_string(),
         })
         .collect();
-    let set: Vec<String> = cols
+    let t = service.table();
+    format!(
+        "INSERT INTO {t} AS t ({}) SELECT {} FROM stage_{t} ORDER BY uuid",
+        names.join(", "),
+        select.join(", "),
+    )
+}
+
+fn returning(returning: bool) -> String {
+    if returning {
+        format!(" RETURNING {STORED_COLUMNS}")
+    } else {
+        String::new()
+    }
+}
+
+/// The set-based upsert from the staging table.
+fn upsert_sql(service: Service, returning_rows: bool) -> String {
+    let set: Vec<String> = import_columns(service)
         .iter()
         .filter(|f| f.name != "uuid")
         .map(|f| match f.kind {
@@ -241,54 +278,117 @@ fn upsert_sql(service: Service, returning: bool) -> String {
             _ => format!("{0} = coalesce(EXCLUDED.{0}, t.{0})", f.name),
         })
         .collect();
-    let t = service.table();
     format!(
-        "INSERT INTO {t} AS t ({}) SELECT {} FROM stage_{t} ORDER BY uuid \
-         ON CONFLICT (uuid) DO UPDATE SET {}, updated_at = now(), \
+        "{} ON CONFLICT (uuid) DO UPDATE SET {}, updated_at = now(), \
          version = nextval('record_version_seq'){}",
-        names.join(", "),
-        select.join(", "),
+        insert_from_stage(service),
         set.join(", "),
-        if returning {
-            format!(" RETURNING {STORED_COLUMNS}")
-        } else {
-            String::new()
-        }
+        returning(returning_rows)
     )
 }
 
-/// The binary COPY into a service's staging table.
-fn copy_sql(service: Service) -> String {
+/// The same rows inserted with no `ON CONFLICT`: what a batch of records
+/// that are all new costs without the speculative insertion (a probe of the
+/// uuid index before each row, and a second WAL record after it). Any
+/// record already stored fails it with a unique violation, and the batch
+/// falls back to [`upsert_sql`]; either way the rows end the same.
+fn insert_sql(service: Service, returning_rows: bool) -> String {
+    format!(
+        "{}{}",
+        insert_from_stage(service),
+        returning(returning_rows)
+    )
+}
+
+/// The binary COPY into a service's staging table, or with `direct`
+/// straight into its records' table: a batch of records that are all new
+/// costs no staging and no `INSERT … SELECT` (any record already stored
+/// fails it with a unique violation, and the batch falls back to staging
+/// and [`upsert_sql`]).
+fn copy_sql(service: Service, direct: bool) -> String {
     let names: Vec<&str> = import_columns(service).iter().map(|f| f.name).collect();
     format!(
-        "COPY stage_{} ({}) FROM STDIN (FORMAT binary)",
+        "COPY {}{} ({}) FROM STDIN (FORMAT binary)",
+        if direct { "" } else { "stage_" },
         service.table(),
         names.join(", ")
     )
 }
 
-/// Adds the batch's distinct filter values.
-fn filters_sql(service: Service) -> String {
-    let t = service.table();
-    let columns = import_columns(service);
-    let parts: Vec<String> = filter_fields(service)
-        .iter()
-        .filter_map(|name| columns.iter().find(|f| f.name == *name))
-        .map(|f| match f.kind {
-            FieldKind::KeywordList => {
-                format!("SELECT '{0}', unnest({0}) FROM stage_{t}", f.name)
+/// Adds filter values (`$2` the fields, `$3` their values, `$1` the
+/// service), in key order: writers running at once lock them in one order.
+const FILTERS_SQL: &str = "INSERT INTO filters_data (service, filter_key, value) \
+     SELECT $1, k, v FROM unnest($2::text[], $3::text[]) x(k, v) ORDER BY k, v \
+     ON CONFLICT DO NOTHING";
+
+/// Whether `value` belongs in `filters_data`: not empty, and short enough
+/// for its unique index ([`MAX_FILTER_VALUE_BYTES`]).
+fn is_filter_value(value: &str) -> bool {
+    !value.is_empty() && value.len() <= MAX_FILTER_VALUE_BYTES
+}
+
+/// A batch's filter values that `seen` does not hold, each once.
+fn new_filter_values(
+    service: Service,
+    columns: &ImportColumns,
+    rows: &[Cow<'_, Row>],
+    seen: &FilterValuesSeen,
+) -> Vec<(Service, &'static str, String)> {
+    let mut new: HashSet<(&'static str, &str)> = HashSet::new();
+    for name in filter_fields(service) {
+        let Some(at) = columns.position(name) else {
+            continue;
+        };
+        let known = seen.known(service, name);
+        for row in rows {
+            let values: &[String] = match row.cells.get(at) {
+                Some(Some(Cell::Text(v))) => std::slice::from_ref(v),
+                Some(Some(Cell::List(items))) => items,
+                _ => &[],
+            };
+            for v in values {
+                if is_filter_value(v) && !known.is_some_and(|k| k.contains(v.as_str())) {
+                    new.insert((name, v));
+                }
             }
-            _ => format!("SELECT '{0}', {0} FROM stage_{t}", f.name),
-        })
-        .collect();
-    format!(
-        "INSERT INTO filters_data (service, filter_key, value) \
-         SELECT '{}', k, v FROM ({}) x(k, v) \
-         WHERE v IS NOT NULL AND v <> '' AND octet_length(v) <= {MAX_FILTER_VALUE_BYTES} ORDER BY k, v \
-         ON CONFLICT DO NOTHING",
-        service.as_str(),
-        parts.join(" UNION ")
-    )
+        }
+    }
+    new.into_iter()
+        .map(|(k, v)| (service, k, v.to_string()))
+        .collect()
+}
+
+/// The filter values that this writer's committed batches added: a batch
+/// sends only the values not in here, so that most batches send none.
+/// Filled at commit (a batch that rolls back adds nothing), and bounded:
+/// past [`FILTER_VALUES_SEEN_BYTES`] values are no longer remembered, and
+/// batches send them again (`ON CONFLICT DO NOTHING` keeps one of each).
+#[derive(Debug, Default)]
+struct FilterValuesSeen {
+    values: HashMap<(Service, &'static str), HashSet<String>>,
+    bytes: usize,
+}
+
+/// What [`FilterValuesSeen`] may hold, in value bytes.
+const FILTER_VALUES_SEEN_BYTES: usize = 4 << 20;
+
+impl FilterValuesSeen {
+    /// The values of `service`'s field `key` that it holds.
+    fn known(&self, service: Service, key: &'static str) -> Option<&HashSet<String>> {
+        self.values.get(&(service, key))
+    }
+
+    fn add(&mut self, committed: Vec<(Service, &'static str, String)>) {
+        for (service, key, value) in committed {
+            let bytes = value.len();
+            if self.bytes + bytes > FILTER_VALUES_SEEN_BYTES {
+                return;
+            }
+            if self.values.entry((service, key)).or_default().insert(value) {
+                self.bytes += bytes;
+            }
+        }
+    }
 }
 
 /// One cell of a row as a binary COPY value of its staging column's type
@@ -297,8 +397,15 @@ fn filters_sql(service: Service) -> String {
 /// `tokio-postgres` straight into the COPY buffer: no text form and no
 /// escaping, and no allocation of its own (a JSON object is serialised into
 /// the buffer too).
+///
+/// With `defaults`, an empty cell of a list or JSON column is its empty
+/// value rather than NULL: what the upsert's `coalesce` makes of it, for a
+/// COPY straight into the records' table (whose such columns are NOT NULL).
 #[derive(Debug)]
-struct CopyCell<'a>(Option<&'a Option<Cell>>);
+struct CopyCell<'a> {
+    cell: Option<&'a Option<Cell>>,
+    defaults: bool,
+}
 
 impl ToSql for CopyCell<'_> {
     fn to_sql(
@@ -306,9 +413,17 @@ impl ToSql for CopyCell<'_> {
         ty: &Type,
         out: &mut BytesMut,
     ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        let Some(cell) = self.0 else {
+        let Some(cell) = self.cell else {
             return Err("the row has fewer cells than its service has import columns".into());
         };
+        if cell.is_none() && self.defaults {
+            if *ty == Type::TEXT_ARRAY {
+                return (&[] as &[&str]).to_sql_checked(ty, out);
+            }
+            if *ty == Type::JSONB {
+                return Json(&serde_json::Map::new()).to_sql_checked(ty, out);
+            }
+        }
         // each checked against the column's type: a cell of the wrong kind
         // is an error, never a misencoded value
         match cell {
@@ -337,13 +452,14 @@ impl ToSql for CopyCell<'_> {
     to_sql_checked!();
 }
 
-/// COPYs `rows` (cells following `columns`) into `table` in the binary
-/// format.
+/// COPYs `rows` (cells following `columns`) with the binary `copy`
+/// statement; `defaults` as in [`CopyCell`].
 async fn copy_rows<R: std::borrow::Borrow<Row>>(
     tx: &Transaction<'_>,
     copy: &Statement,
     columns: &ImportColumns,
     rows: &[R],
+    defaults: bool,
 ) -> Result<()> {
     let types: Vec<Type> = columns.iter().map(|f| column_type(f.kind)).collect();
     let sink = tx.copy_in(copy).await?;
@@ -352,11 +468,67 @@ async fn copy_rows<R: std::borrow::Borrow<Row>>(
     for row in rows {
         let cells = &row.borrow().cells;
         // one value a column; cells beyond the columns are none of COPY's business
-        let values = (0..types.len()).map(|i| CopyCell(cells.get(i)));
+        let values = (0..types.len()).map(|i| CopyCell {
+            cell: cells.get(i),
+            defaults,
+        });
         writer.as_mut().write_raw(values).await?;
     }
     writer.finish().await?;
     Ok(())
+}
+
+/// One service's records of a batch and the statements that write them.
+struct Step<'r> {
+    service: Service,
+    rows: &'r [Row],
+    /// COPY into the staging table.
+    stage: Statement,
+    /// COPY straight into the records' table.
+    direct: Statement,
+    /// [`insert_sql`] and [`upsert_sql`].
+    insert: Statement,
+    upsert: Statement,
+}
+
+/// COPYs a step's rows into its staging table. A staging table is emptied
+/// at commit; used twice in one transaction (a companies file whose rows
+/// name companies, or a plain insert rolled back), it is emptied first.
+async fn stage_rows(
+    tx: &Transaction<'_>,
+    step: &Step<'_>,
+    columns: &ImportColumns,
+    rows: &[Cow<'_, Row>],
+    staged_before: &mut HashSet<Service>,
+) -> Result<()> {
+    if !staged_before.insert(step.service) {
+        tx.execute(&format!("TRUNCATE stage_{}", step.service.table()), &[])
+            .await?;
+    }
+    copy_rows(tx, &step.stage, columns, rows, false).await
+}
+
+/// Runs a batch's insert or upsert from the staging table; with
+/// `want_documents`, the stored records it returns, each turned into a
+/// document as it arrives.
+async fn write_rows(
+    tx: &Transaction<'_>,
+    statement: &Statement,
+    service: Service,
+    want_documents: bool,
+) -> Result<Vec<StoredRecord>> {
+    if !want_documents {
+        tx.execute(statement, &[]).await?;
+        return Ok(Vec::new());
+    }
+    let no_params: [&(dyn ToSql + Sync); 0] = [];
+    let stored = tx.query_raw(statement, no_params).await?;
+    futures::pin_mut!(stored);
+    let mut docs = Vec::new();
+    while let Some(row) = futures::TryStreamExt::try_next(&mut stored).await? {
+        docs.push(StoredRecord::from_row(service, &row)?);
+    }
+    Ok(docs)
 }
 
 /// Folds rows with the same uuid into one, in file order, with the same rule
@@ -395,6 +567,10 @@ fn merge_duplicates(rows: &[Row]) -> Vec<Cow<'_, Row>> {
 pub struct StagedBatch<'a> {
     tx: Transaction<'a>,
     job_id: i64,
+    /// The writer's filter values, which learn the batch's new ones when
+    /// it commits.
+    seen: &'a mut FilterValuesSeen,
+    new_values: Vec<(Service, &'static str, String)>,
 }
 
 impl std::fmt::Debug for StagedBatch<'_> {
@@ -425,6 +601,7 @@ impl StagedBatch<'_> {
                 .await?;
         }
         self.tx.commit().await?;
+        self.seen.add(self.new_values);
         Ok(())
     }
 
@@ -465,6 +642,8 @@ impl RecordWriter {
             job_id,
             fence: None,
             prepared: HashMap::new(),
+            filters_seen: FilterValuesSeen::default(),
+            upserts_ahead: HashMap::new(),
         })
     }
 
@@ -517,18 +696,20 @@ impl RecordWriter {
             ),
             None => None,
         };
+        let filters = self.statement(FILTERS_SQL.to_string()).await?;
         let mut steps = Vec::new();
         for (svc, rows) in groups {
             if rows.is_empty() {
                 continue;
             }
-            steps.push((
-                svc,
+            steps.push(Step {
+                service: svc,
                 rows,
-                self.statement(copy_sql(svc)).await?,
-                self.statement(upsert_sql(svc, want_documents)).await?,
-                self.statement(filters_sql(svc)).await?,
-            ));
+                stage: self.statement(copy_sql(svc, false)).await?,
+                direct: self.statement(copy_sql(svc, true)).await?,
+                insert: self.statement(insert_sql(svc, want_documents)).await?,
+                upsert: self.statement(upsert_sql(svc, want_documents)).await?,
+            });
         }
         let tx = self.client.transaction().await?;
         if let (Some(fence), Some((attempt, runner_id))) = (fence, &self.fence) {
@@ -547,37 +728,59 @@ impl RecordWriter {
             }
         }
         let mut docs = Vec::new();
+        let mut new_values = Vec::new();
         let mut staged_before: HashSet<Service> = HashSet::new();
-        for (svc, rows, copy, upsert, filters) in steps {
-            if !staged_before.insert(svc) {
-                // a staging table is emptied at commit; used twice in one
-                // transaction (a companies file whose rows name companies),
-                // it is emptied in between
-                tx.execute(&format!("TRUNCATE stage_{}", svc.table()), &[])
+        for step in steps {
+            let svc = step.service;
+            let columns = import_columns(svc);
+            let mut rows = merge_duplicates(step.rows);
+            let values = new_filter_values(svc, &columns, &rows, &self.filters_seen);
+            // before the records, in every batch alike (one lock order)
+            if !values.is_empty() {
+                let keys: Vec<&str> = values.iter().map(|(_, k, _)| *k).collect();
+                let texts: Vec<&str> = values.iter().map(|(_, _, v)| v.as_str()).collect();
+                tx.execute(&filters, &[&svc.as_str(), &keys, &texts])
                     .await?;
             }
-            let columns = import_columns(svc);
-            let rows = merge_duplicates(rows);
-            copy_rows(&tx, &copy, &columns, &rows).await?;
-            drop(rows);
-            if want_documents {
-                // streamed: each returned row is turned into a document as it arrives
-                let no_params: [&(dyn tokio_postgres::types::ToSql + Sync); 0] = [];
-                let stored = tx.query_raw(&upsert, no_params).await?;
-                futures::pin_mut!(stored);
-                while let Some(row) = futures::TryStreamExt::try_next(&mut stored).await? {
-                    docs.push(StoredRecord::from_row(svc, &row)?);
+            new_values.extend(values);
+            // in uuid order, as the INSERT … SELECT sorts: one lock order
+            rows.sort_unstable_by_key(|r| r.uuid);
+            let ahead = self.upserts_ahead.entry(svc).or_default();
+            if *ahead == 0 {
+                tx.batch_execute(&format!("SAVEPOINT {PLAIN_INSERT}"))
+                    .await?;
+                let inserted = if want_documents {
+                    stage_rows(&tx, &step, &columns, &rows, &mut staged_before).await?;
+                    write_rows(&tx, &step.insert, svc, true).await
+                } else {
+                    copy_rows(&tx, &step.direct, &columns, &rows, true)
+                        .await
+                        .map(|()| Vec::new())
+                };
+                match inserted {
+                    Ok(stored) => {
+                        docs.extend(stored);
+                        continue;
+                    }
+                    Err(crate::Error::Postgres(e)) if is_unique_violation(&e) => {
+                        tx.batch_execute(&format!("ROLLBACK TO SAVEPOINT {PLAIN_INSERT}"))
+                            .await?;
+                        *ahead = UPSERTS_AFTER_A_CONFLICT;
+                    }
+                    Err(e) => return Err(e),
                 }
-                tx.execute(&filters, &[]).await?;
             } else {
-                // pipelined: both go out at once, PostgreSQL runs them in order
-                futures::try_join!(tx.execute(&upsert, &[]), tx.execute(&filters, &[]))?;
+                *ahead -= 1;
             }
+            stage_rows(&tx, &step, &columns, &rows, &mut staged_before).await?;
+            docs.extend(write_rows(&tx, &step.upsert, svc, want_documents).await?);
         }
         Ok((
             StagedBatch {
                 tx,
                 job_id: self.job_id,
+                seen: &mut self.filters_seen,
+                new_values,
             },
             docs,
         ))
@@ -671,7 +874,12 @@ mod tests {
 
     fn encode(cell: Option<&Option<Cell>>, ty: &Type) -> Option<Vec<u8>> {
         let mut out = BytesMut::new();
-        match CopyCell(cell).to_sql_checked(ty, &mut out) {
+        match (CopyCell {
+            cell,
+            defaults: false,
+        })
+        .to_sql_checked(ty, &mut out)
+        {
             Ok(IsNull::No) => Some(out.to_vec()),
             Ok(IsNull::Yes) => Some(b"NULL".to_vec()),
             Err(_) => None,
@@ -769,12 +977,64 @@ mod tests {
     }
 
     #[test]
-    fn over_long_filter_values_stay_out_of_filters_data() {
-        let sql = filters_sql(Service::Contact);
-        assert!(
-            sql.contains(&format!("octet_length(v) <= {MAX_FILTER_VALUE_BYTES}")),
-            "{sql}"
+    fn filter_values_are_new_non_empty_short_and_each_sent_once() {
+        let columns = import_columns(Service::Contact);
+        let at = |name: &str| columns.position(name).unwrap_or(usize::MAX);
+        let long = "x".repeat(MAX_FILTER_VALUE_BYTES + 1);
+        let mut a = columns.empty_cells();
+        a[at("country")] = Some(Cell::Text("Germany".into()));
+        a[at("city")] = Some(Cell::Text(long.clone()));
+        a[at("departments")] = Some(Cell::List(vec!["Sales".into(), "Legal".into()]));
+        // not a filter field: never a filter value
+        a[at("email")] = Some(Cell::Text("a@example.com".into()));
+        let mut b = columns.empty_cells();
+        b[at("country")] = Some(Cell::Text("Germany".into()));
+        b[at("state")] = Some(Cell::Text(String::new()));
+        b[at("departments")] = Some(Cell::List(vec!["Sales".into()]));
+        let rows = [
+            Cow::Owned(columns.row(uuid::Uuid::from_u128(1), a)),
+            Cow::Owned(columns.row(uuid::Uuid::from_u128(2), b)),
+        ];
+        let sorted = |v: Vec<(Service, &'static str, String)>| {
+            let mut v: Vec<_> = v.into_iter().map(|(_, k, v)| (k, v)).collect();
+            v.sort();
+            v
+        };
+        let mut seen = FilterValuesSeen::default();
+        let first = new_filter_values(Service::Contact, &columns, &rows, &seen);
+        assert_eq!(
+            sorted(first.clone()),
+            [
+                ("country", "Germany".to_string()),
+                ("departments", "Legal".to_string()),
+                ("departments", "Sales".to_string()),
+            ]
         );
+        // a value as long as the limit is one
+        assert!(is_filter_value(&long[1..]));
+        seen.add(first[..1].to_vec());
+        let second = new_filter_values(Service::Contact, &columns, &rows, &seen);
+        assert_eq!(second.len(), 2);
+        assert!(!second.contains(&first[0]));
+        // another service's value of the same field is another value
+        assert!(seen.known(Service::Company, first[0].1).is_none());
+    }
+
+    #[test]
+    fn the_filter_values_seen_stay_within_their_bytes() {
+        let mut seen = FilterValuesSeen::default();
+        let big = |i: usize| (Service::Contact, "city", format!("{i:0>1000}"));
+        seen.add((0..10_000).map(big).collect());
+        assert!(seen.bytes <= FILTER_VALUES_SEEN_BYTES, "{}", seen.bytes);
+        assert!(
+            seen.bytes > FILTER_VALUES_SEEN_BYTES - 1000,
+            "{}",
+            seen.bytes
+        );
+        // one value twice counts once
+        let before = seen.bytes;
+        seen.add(vec![big(0)]);
+        assert_eq!(seen.bytes, before);
     }
 
     #[test]
