@@ -20,8 +20,12 @@ use crate::handler::{JobContext, Stopped};
 /// Jobs started together in one statement, at most.
 const MAX_START_BATCH: usize = 256;
 
-/// Start statements in flight at once, each for a batch of its own.
-const START_IN_FLIGHT: usize = 2;
+/// Start statements in flight at once, each for a batch of its own. One:
+/// the next start waits for this one's round trip and takes every slot
+/// freed meanwhile. Two overlapping starts made batches half as large and
+/// cost 12–18 % of the no-op jobs/s at 4, 16 and 64 workers
+/// (`runner_bench throughput`, alternating runs).
+const START_IN_FLIGHT: usize = 1;
 
 /// Jobs started and not yet written (running, or waiting for the finisher
 /// with their outcome), at most; never fewer than the workers. A worker's
@@ -74,8 +78,7 @@ pub(super) async fn dispatch(
     loop {
         while tasks.try_join_next().is_some() {}
         // The start and the handlers of each batch run in a task of their
-        // own, so the next batch's start need not wait for this one's round
-        // trip; at most START_IN_FLIGHT starts are in flight at once.
+        // own; at most START_IN_FLIGHT starts are in flight at once.
         let start_slot = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
