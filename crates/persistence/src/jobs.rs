@@ -25,13 +25,14 @@ use std::time::Duration;
 
 use connectra_domain::job::{JobResponse, JobStatus, ListFilter, NewJob, Transition};
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Bool, Double, Integer, Jsonb, Nullable, Text};
+use diesel::sql_types::{BigInt, Bool, Integer, Jsonb, Nullable, Text};
 use diesel_async::RunQueryDsl;
 use serde::Serialize;
 use serde_json::Value;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::prepared::{Bind, Prepared};
 use crate::schema::jobs;
 use crate::status::{is_one_of, literal, next_status, sources, sources_of, statuses, StatusColumn};
 use crate::{PgPool, Result};
@@ -81,6 +82,40 @@ pub struct Job {
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+}
+
+/// The columns of [`Job`] (prefixed with `prefix`), for the `RETURNING` of
+/// a statement that a connection keeps prepared: named, not `*`, so that a
+/// column a later migration adds does not change its result type, which
+/// PostgreSQL refuses ("cached plan must not change result type").
+fn job_columns(prefix: &str) -> String {
+    const COLUMNS: [&str; 23] = [
+        "id",
+        "uuid",
+        "job_type",
+        "data",
+        "status",
+        "job_response",
+        "retry_count",
+        "retry_interval",
+        "run_after",
+        "attempts",
+        "rescues",
+        "locked_by",
+        "locked_until",
+        "cancel_requested",
+        "rows_processed",
+        "rows_rejected",
+        "bytes_read",
+        "bytes_total",
+        "checkpoint",
+        "started_at",
+        "finished_at",
+        "created_at",
+        "updated_at",
+    ];
+    let named: Vec<String> = COLUMNS.iter().map(|c| format!("{prefix}{c}")).collect();
+    named.join(", ")
 }
 
 impl Job {
@@ -444,11 +479,7 @@ impl JobRepo {
             return Ok(Vec::new());
         }
         let mut conn = self.pool.get().await?;
-        let mut claimed: Vec<Job> = diesel::sql_query(sql::claim(kind))
-            .bind::<Text, _>(runner_id)
-            .bind::<Double, _>(secs(lease))
-            .bind::<Array<Text>, _>(job_types)
-            .bind::<BigInt, _>(max)
+        let mut claimed: Vec<Job> = sql::claim(kind, runner_id, job_types, max, lease)
             .load(&mut conn)
             .await?;
         claimed.sort_by_key(|j| j.id);
@@ -468,11 +499,7 @@ impl JobRepo {
     ) -> Result<Vec<Job>> {
         let (ids, attempts): (Vec<i64>, Vec<i32>) = claims.iter().copied().unzip();
         let mut conn = self.pool.get().await?;
-        let mut started: Vec<Job> = diesel::sql_query(sql::start_many(kind))
-            .bind::<Array<BigInt>, _>(&ids)
-            .bind::<Array<Integer>, _>(&attempts)
-            .bind::<Text, _>(runner_id)
-            .bind::<Double, _>(secs(lease))
+        let mut started: Vec<Job> = sql::start_many(kind, &ids, &attempts, runner_id, lease)
             .load(&mut conn)
             .await?;
         started.sort_by_key(|j| j.id);
@@ -489,10 +516,7 @@ impl JobRepo {
         lease: Duration,
     ) -> Result<Vec<Held>> {
         let mut conn = self.pool.get().await?;
-        let held = diesel::sql_query(sql::renew_leases())
-            .bind::<Text, _>(runner_id)
-            .bind::<Double, _>(secs(lease))
-            .bind::<Array<BigInt>, _>(ids)
+        let held = sql::renew_leases(runner_id, ids, lease)
             .load(&mut conn)
             .await?;
         Ok(held)
@@ -537,11 +561,7 @@ impl JobRepo {
         let attempts: Vec<i32> = done.iter().map(|d| d.1).collect();
         let responses: Vec<Value> = done.iter().map(|d| to_json(d.2)).collect();
         let mut conn = self.pool.get().await?;
-        let written: Vec<Id> = diesel::sql_query(sql::complete_many())
-            .bind::<Array<BigInt>, _>(&ids)
-            .bind::<Array<Integer>, _>(&attempts)
-            .bind::<Array<Jsonb>, _>(&responses)
-            .bind::<Text, _>(runner_id)
+        let written: Vec<Id> = sql::complete_many(&ids, &attempts, &responses, runner_id)
             .load(&mut conn)
             .await?;
         Ok(written.into_iter().map(|w| w.id).collect())
@@ -741,7 +761,13 @@ impl JobRepo {
 mod sql {
     use super::*;
 
-    pub(super) fn claim(kind: ClaimKind) -> String {
+    pub(super) fn claim<'a>(
+        kind: ClaimKind,
+        runner_id: &'a str,
+        job_types: &'a [String],
+        max: i64,
+        lease: Duration,
+    ) -> Prepared<'a> {
         let claim = kind.claim();
         let queued = literal(claim.to());
         let claimable = match kind {
@@ -761,7 +787,7 @@ mod sql {
         // read over `job_type = ANY(…)` would have to sort every claimable job,
         // and was planned so whenever the statistics were stale. Rows a
         // type's read locks but the final LIMIT drops are unlocked at commit.
-        format!(
+        let sql = format!(
             "UPDATE jobs SET status = {queued}, locked_by = $1,
                  locked_until = now() + make_interval(secs => $2),
                  attempts = attempts + 1, updated_at = now()
@@ -776,13 +802,27 @@ mod sql {
                      FOR UPDATE SKIP LOCKED) AS c
                  ORDER BY {c_order}
                  LIMIT $4)
-             RETURNING *"
-        )
+             RETURNING {columns}",
+            columns = job_columns(""),
+        );
+        let binds = vec![
+            Bind::Text(runner_id),
+            Bind::Double(secs(lease)),
+            Bind::Texts(job_types),
+            Bind::BigInt(max),
+        ];
+        Prepared::new(sql, binds)
     }
 
-    pub(super) fn start_many(kind: ClaimKind) -> String {
+    pub(super) fn start_many<'a>(
+        kind: ClaimKind,
+        ids: &'a [i64],
+        attempts: &'a [i32],
+        runner_id: &'a str,
+        lease: Duration,
+    ) -> Prepared<'a> {
         let start = kind.start();
-        format!(
+        let sql = format!(
             "WITH locked AS (
                  SELECT j.id, (j.attempts = c.attempt AND j.locked_by = $3
                                AND {from} AND NOT j.cancel_requested) AS holds
@@ -793,14 +833,26 @@ mod sql {
                  locked_until = now() + make_interval(secs => $4), updated_at = now()
              FROM locked
              WHERE j.id = locked.id AND locked.holds
-             RETURNING j.*",
+             RETURNING {columns}",
+            columns = job_columns("j."),
             to = literal(start.to()),
             from = is_one_of("j.status", [start.from()]),
-        )
+        );
+        let binds = vec![
+            Bind::BigInts(ids),
+            Bind::Integers(attempts),
+            Bind::Text(runner_id),
+            Bind::Double(secs(lease)),
+        ];
+        Prepared::new(sql, binds)
     }
 
-    pub(super) fn renew_leases() -> String {
-        format!(
+    pub(super) fn renew_leases<'a>(
+        runner_id: &'a str,
+        ids: &'a [i64],
+        lease: Duration,
+    ) -> Prepared<'a> {
+        let sql = format!(
             "WITH locked AS (
                  SELECT id, (locked_by = $1 AND {leased}) AS holds
                  FROM jobs WHERE id = ANY($3) ORDER BY id FOR UPDATE)
@@ -809,11 +861,22 @@ mod sql {
              WHERE j.id = locked.id AND locked.holds
              RETURNING j.id, j.attempts, j.cancel_requested",
             leased = leased("status"),
-        )
+        );
+        let binds = vec![
+            Bind::Text(runner_id),
+            Bind::Double(secs(lease)),
+            Bind::BigInts(ids),
+        ];
+        Prepared::new(sql, binds)
     }
 
-    pub(super) fn complete_many() -> String {
-        format!(
+    pub(super) fn complete_many<'a>(
+        ids: &'a [i64],
+        attempts: &'a [i32],
+        responses: &'a [Value],
+        runner_id: &'a str,
+    ) -> Prepared<'a> {
+        let sql = format!(
             "WITH locked AS (
                  SELECT j.id, c.response,
                         (j.attempts = c.attempt AND j.locked_by = $4 AND {from}) AS holds
@@ -828,7 +891,14 @@ mod sql {
              RETURNING j.id",
             completed = literal(moves::COMPLETED),
             from = is_one_of("j.status", sources_of(moves::COMPLETE, moves::COMPLETED)),
-        )
+        );
+        let binds = vec![
+            Bind::BigInts(ids),
+            Bind::Integers(attempts),
+            Bind::Jsonbs(responses),
+            Bind::Text(runner_id),
+        ];
+        Prepared::new(sql, binds)
     }
 }
 
@@ -863,6 +933,22 @@ fn to_json(response: &JobResponse) -> Value {
 mod tests {
     use super::moves::*;
     use super::*;
+
+    #[test]
+    fn the_returned_columns_are_those_a_job_is_read_from() {
+        let select =
+            diesel::debug_query::<diesel::pg::Pg, _>(&jobs::table.select(Job::as_select()))
+                .to_string();
+        let diesel_columns = select
+            .trim_start_matches("SELECT ")
+            .split(" FROM")
+            .next()
+            .unwrap_or_default()
+            .replace("\"jobs\".", "")
+            .replace('"', "");
+        assert_eq!(job_columns(""), diesel_columns);
+        assert!(job_columns("j.").starts_with("j.id, j.uuid, "));
+    }
 
     fn sorted(it: impl Iterator<Item = JobStatus>) -> Vec<JobStatus> {
         let mut v: Vec<_> = it.collect();
@@ -952,10 +1038,6 @@ mod plans {
         (most_read(top), top["Actual Rows"].as_f64().unwrap())
     }
 
-    fn explain(sql: String) -> diesel::query_builder::SqlQuery {
-        diesel::sql_query(format!("EXPLAIN (ANALYZE, FORMAT JSON) {sql}"))
-    }
-
     /// `what` wrote `BATCH` rows and read at most `most` rows of `jobs` in
     /// any one scan.
     fn assert_read_at_most(what: &str, explained: &Value, most: usize) {
@@ -996,15 +1078,10 @@ mod plans {
         let types = vec!["plans".to_string(), "other".to_string()];
 
         // the statistics are those of the empty table the migrations made
-        let claim: Explained = explain(sql::claim(ClaimKind::FirstTime))
-            .bind::<Text, _>(RUNNER)
-            .bind::<Double, _>(secs(LEASE))
-            .bind::<Array<Text>, _>(&types)
-            .bind::<BigInt, _>(BATCH as i64)
-            .get_result(&mut conn)
-            .await
-            .unwrap();
-        assert_read_at_most("a claim after a burst", &claim.plan, CLAIM_READS);
+        let claim = sql::claim(ClaimKind::FirstTime, RUNNER, &types, BATCH as i64, LEASE);
+        for plan in plans_of(&mut conn, claim, "claim").await {
+            assert_read_at_most("a claim after a burst", &plan, CLAIM_READS);
+        }
 
         // statistics that say every job is open; then every job is claimed
         for sql in [
@@ -1028,39 +1105,49 @@ mod plans {
         assert_eq!(all.len(), JOBS);
         let (ids, attempts): (Vec<i64>, Vec<i32>) = all[..BATCH].iter().copied().unzip();
 
-        let start: Explained = explain(sql::start_many(ClaimKind::FirstTime))
-            .bind::<Array<BigInt>, _>(&ids)
-            .bind::<Array<Integer>, _>(&attempts)
-            .bind::<Text, _>(RUNNER)
-            .bind::<Double, _>(secs(LEASE))
-            .get_result(&mut conn)
-            .await
-            .unwrap();
-        assert_read_at_most("a start", &start.plan, UPDATE_READS);
-        for chunk in all[BATCH..].chunks(1_000) {
+        let start = sql::start_many(ClaimKind::FirstTime, &ids, &attempts, RUNNER, LEASE);
+        for plan in plans_of(&mut conn, start, "start").await {
+            assert_read_at_most("a start", &plan, UPDATE_READS);
+        }
+        for chunk in all.chunks(1_000) {
             repo.start_many(ClaimKind::FirstTime, RUNNER, chunk, LEASE)
                 .await
                 .unwrap();
         }
 
-        let renew: Explained = explain(sql::renew_leases())
-            .bind::<Text, _>(RUNNER)
-            .bind::<Double, _>(secs(LEASE))
-            .bind::<Array<BigInt>, _>(&ids)
-            .get_result(&mut conn)
-            .await
-            .unwrap();
-        assert_read_at_most("a lease renewal", &renew.plan, UPDATE_READS);
+        for plan in plans_of(&mut conn, sql::renew_leases(RUNNER, &ids, LEASE), "renew").await {
+            assert_read_at_most("a lease renewal", &plan, UPDATE_READS);
+        }
 
         let responses = vec![serde_json::json!({}); BATCH];
-        let complete: Explained = explain(sql::complete_many())
-            .bind::<Array<BigInt>, _>(&ids)
-            .bind::<Array<Integer>, _>(&attempts)
-            .bind::<Array<Jsonb>, _>(&responses)
-            .bind::<Text, _>(RUNNER)
-            .get_result(&mut conn)
-            .await
-            .unwrap();
-        assert_read_at_most("a completion", &complete.plan, UPDATE_READS);
+        let complete = sql::complete_many(&ids, &attempts, &responses, RUNNER);
+        for plan in plans_of(&mut conn, complete, "complete").await {
+            assert_read_at_most("a completion", &plan, UPDATE_READS);
+        }
+    }
+
+    /// The plans of `statement`: the custom plan for its values, and the
+    /// generic plan that a connection keeping it prepared may settle on.
+    /// Each is run in a transaction that is rolled back: nothing changes.
+    async fn plans_of(
+        conn: &mut diesel_async::AsyncPgConnection,
+        statement: Prepared<'_>,
+        name: &str,
+    ) -> [Value; 2] {
+        async fn run(conn: &mut diesel_async::AsyncPgConnection, sql: &str) {
+            diesel::sql_query(sql).execute(conn).await.unwrap();
+        }
+        let (prepare, execute) = statement.prepare_and_explain(name);
+        run(conn, "BEGIN").await;
+        let custom: Explained = statement.explained().get_result(conn).await.unwrap();
+        run(conn, "ROLLBACK").await;
+        run(conn, &prepare).await;
+        run(conn, "SET plan_cache_mode = force_generic_plan").await;
+        run(conn, "BEGIN").await;
+        let generic: Explained = diesel::sql_query(execute).get_result(conn).await.unwrap();
+        run(conn, "ROLLBACK").await;
+        run(conn, "RESET plan_cache_mode").await;
+        run(conn, &format!("DEALLOCATE {name}")).await;
+        [custom.plan, generic.plan]
     }
 }

@@ -4,6 +4,7 @@ pub mod dashboard;
 pub mod filters;
 pub mod jobs;
 mod pool;
+mod prepared;
 pub mod records;
 pub mod scan;
 pub mod schema;

@@ -70,3 +70,57 @@ async fn pooled_statements_are_cancelled_after_the_statement_timeout() {
         .await
         .unwrap();
 }
+
+/// The runner's statements stay prepared on their connection; a column that
+/// a later migration adds to `jobs` must not break them (PostgreSQL refuses
+/// a kept plan whose result type changed: they name their columns).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_statements_survive_a_column_added_to_jobs() {
+    use connectra_domain::job::NewJob;
+    use connectra_persistence::jobs::ClaimKind;
+    let db = TestDb::new().await;
+    // one connection: the second claim runs the statement the first prepared
+    let repo = JobRepo::new(connectra_persistence::build_pool(db.url(), 1).unwrap());
+    let job = |_| NewJob {
+        job_type: "kept".into(),
+        data: serde_json::json!({}),
+        retry_count: 0,
+        retry_interval: 0,
+    };
+    repo.create_many(&(0..20).map(job).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let types = vec!["kept".to_string()];
+    let lease = std::time::Duration::from_secs(60);
+    // past the first few runs, when PostgreSQL may settle on a generic plan
+    for _ in 0..8 {
+        let claimed = repo
+            .claim(ClaimKind::FirstTime, "r", &types, 1, lease)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+    }
+    let mut conn = AsyncPgConnection::establish(db.url()).await.unwrap();
+    diesel::sql_query("ALTER TABLE jobs ADD COLUMN added_later int")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let claimed = repo
+        .claim(ClaimKind::FirstTime, "r", &types, 5, lease)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 5);
+    let started = repo
+        .start_many(
+            ClaimKind::FirstTime,
+            "r",
+            &claimed
+                .iter()
+                .map(|j| (j.id, j.attempts))
+                .collect::<Vec<_>>(),
+            lease,
+        )
+        .await
+        .unwrap();
+    assert_eq!(started.len(), 5);
+}
