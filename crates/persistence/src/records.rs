@@ -334,7 +334,7 @@ fn new_filter_values(
     rows: &[Cow<'_, Row>],
     seen: &FilterValuesSeen,
 ) -> Vec<(Service, &'static str, String)> {
-    let mut new: HashSet<(&'static str, &str)> = HashSet::new();
+    let mut new: foldhash::HashSet<(&'static str, &str)> = foldhash::HashSet::default();
     for name in filter_fields(service) {
         let Some(at) = columns.position(name) else {
             continue;
@@ -365,7 +365,9 @@ fn new_filter_values(
 /// batches send them again (`ON CONFLICT DO NOTHING` keeps one of each).
 #[derive(Debug, Default)]
 struct FilterValuesSeen {
-    values: HashMap<(Service, &'static str), HashSet<String>>,
+    /// Hashed with foldhash: every filter cell of every row is looked up
+    /// here, and SipHash made that the runner's costliest step.
+    values: HashMap<(Service, &'static str), foldhash::HashSet<String>>,
     bytes: usize,
 }
 
@@ -374,7 +376,7 @@ const FILTER_VALUES_SEEN_BYTES: usize = 4 << 20;
 
 impl FilterValuesSeen {
     /// The values of `service`'s field `key` that it holds.
-    fn known(&self, service: Service, key: &'static str) -> Option<&HashSet<String>> {
+    fn known(&self, service: Service, key: &'static str) -> Option<&foldhash::HashSet<String>> {
         self.values.get(&(service, key))
     }
 
