@@ -452,21 +452,19 @@ pub async fn cancel(
     path: web::Path<String>,
     form: web::Form<CsrfForm>,
 ) -> Result<HttpResponse, UiError> {
-    session.check_csrf(form.csrf.as_deref())?;
-    let uuid = uuid_of(&path)?;
-    let outcome = state
-        .inner
-        .repo
-        .cancel(uuid)
-        .await?
-        .ok_or_else(|| UiError::NotFound(format!("no job with uuid '{uuid}'")))?;
-    let notice = match outcome {
-        CancelOutcome::Cancelled(_) => "cancelled",
-        CancelOutcome::Requested(_) => "cancel-requested",
-        CancelOutcome::AlreadyFinished(_) => "already-finished",
-    };
-    tracing::info!(job_uuid = %uuid, notice, "cancel from the dashboard");
-    Ok(see_other(&format!("/ui/jobs/{uuid}?notice={notice}")))
+    job_action(
+        &session,
+        &form,
+        &path,
+        "cancel",
+        |uuid| state.inner.repo.cancel(uuid),
+        |outcome| match outcome {
+            CancelOutcome::Cancelled(_) => "cancelled",
+            CancelOutcome::Requested(_) => "cancel-requested",
+            CancelOutcome::AlreadyFinished(_) => "already-finished",
+        },
+    )
+    .await
 }
 
 pub async fn retry(
@@ -475,19 +473,41 @@ pub async fn retry(
     path: web::Path<String>,
     form: web::Form<CsrfForm>,
 ) -> Result<HttpResponse, UiError> {
+    job_action(
+        &session,
+        &form,
+        &path,
+        "retry",
+        |uuid| state.inner.repo.retry(uuid),
+        |outcome| match outcome {
+            RetryOutcome::Scheduled(_) => "retried",
+            RetryOutcome::NotRetryable(_) => "not-retryable",
+        },
+    )
+    .await
+}
+
+/// A job action posted from the dashboard: the CSRF check, the job's uuid,
+/// the repository's `act` on it, and a 303 back to the job with a notice
+/// of how it went (`notice_of` its outcome).
+async fn job_action<T, Fut>(
+    session: &Session,
+    form: &CsrfForm,
+    path: &str,
+    action: &str,
+    act: impl FnOnce(Uuid) -> Fut,
+    notice_of: impl FnOnce(T) -> &'static str,
+) -> Result<HttpResponse, UiError>
+where
+    Fut: std::future::Future<Output = connectra_persistence::Result<Option<T>>>,
+{
     session.check_csrf(form.csrf.as_deref())?;
-    let uuid = uuid_of(&path)?;
-    let outcome = state
-        .inner
-        .repo
-        .retry(uuid)
+    let uuid = uuid_of(path)?;
+    let outcome = act(uuid)
         .await?
         .ok_or_else(|| UiError::NotFound(format!("no job with uuid '{uuid}'")))?;
-    let notice = match outcome {
-        RetryOutcome::Scheduled(_) => "retried",
-        RetryOutcome::NotRetryable(_) => "not-retryable",
-    };
-    tracing::info!(job_uuid = %uuid, notice, "retry from the dashboard");
+    let notice = notice_of(outcome);
+    tracing::info!(job_uuid = %uuid, notice, "{action} from the dashboard");
     Ok(see_other(&format!("/ui/jobs/{uuid}?notice={notice}")))
 }
 
