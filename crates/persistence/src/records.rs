@@ -168,9 +168,10 @@ impl RecordBatch {
 }
 
 /// A dedicated connection that writes import batches. Several writers may
-/// run at once: rows are upserted and filter values inserted in key order, so
-/// two batches that touch the same records take their locks in the same
-/// order and never deadlock.
+/// run at once: each batch inserts its filter values in key order, then
+/// writes its rows (COPYed, inserted or upserted) in uuid order, so two
+/// batches that touch the same records take their locks in the same order
+/// and never deadlock.
 #[derive(Debug)]
 pub struct RecordWriter {
     client: Client,

@@ -3,8 +3,9 @@
 //! - The object is streamed; parsing runs on a blocking thread (CPU work stays
 //!   off the async workers) and hands batches over a channel of two, so the
 //!   next batch is parsed while the previous one is written.
-//! - Each batch is one PostgreSQL transaction (COPY into staging, set-based
-//!   upsert, filter values, rejected lines), then its documents are indexed
+//! - Each batch is one PostgreSQL transaction (new filter values, then the
+//!   records: COPYed or inserted when all are new, else staged and upserted;
+//!   rejected lines), then its documents are indexed
 //!   into the search backend; a few batches are written at once, each on a
 //!   connection of its own.
 //! - The checkpoint (the next line and byte offset after the last written
