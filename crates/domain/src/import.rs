@@ -436,20 +436,31 @@ impl HeaderPlan {
     }
 }
 
+/// The values a filter field's cell holds: its text, or its list's items.
+pub fn filter_cell_values(cell: Option<&Cell>) -> &[String] {
+    match cell {
+        Some(Cell::Text(v)) => std::slice::from_ref(v),
+        Some(Cell::List(items)) => items,
+        _ => &[],
+    }
+}
+
+/// Whether a filter value is short enough for `filters_data`'s unique index.
+pub fn fits_filters_data(value: &str) -> bool {
+    value.len() <= MAX_FILTER_VALUE_BYTES
+}
+
 /// Whether a filter field of `service` holds a value too long for `filters_data`.
 fn has_long_filter_value(
     service: Service,
     columns: &ImportColumns,
     cells: &[Option<Cell>],
 ) -> bool {
-    let long = |s: &String| s.len() > MAX_FILTER_VALUE_BYTES;
     columns.iter().zip(cells).any(|(f, cell)| {
         filter_fields(service).contains(&f.name)
-            && match cell {
-                Some(Cell::Text(s)) => long(s),
-                Some(Cell::List(items)) => items.iter().any(long),
-                _ => false,
-            }
+            && filter_cell_values(cell.as_ref())
+                .iter()
+                .any(|v| !fits_filters_data(v))
     })
 }
 

@@ -12,8 +12,10 @@ use std::collections::{HashMap, HashSet};
 
 use bytes::BytesMut;
 use connectra_domain::catalogue::FieldKind;
-use connectra_domain::import::{filter_fields, import_columns, Cell, ImportColumns, Row};
-use connectra_domain::limits::{storable, MAX_FILTER_VALUE_BYTES};
+use connectra_domain::import::{
+    filter_cell_values, filter_fields, fits_filters_data, import_columns, Cell, ImportColumns, Row,
+};
+use connectra_domain::limits::storable;
 use connectra_domain::Service;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{to_sql_checked, IsNull, Json, Kind, ToSql, Type};
@@ -323,9 +325,9 @@ const FILTERS_SQL: &str = "INSERT INTO filters_data (service, filter_key, value)
      ON CONFLICT DO NOTHING";
 
 /// Whether `value` belongs in `filters_data`: not empty, and short enough
-/// for its unique index ([`MAX_FILTER_VALUE_BYTES`]).
+/// for its unique index (the rule the parser counts skipped values by).
 fn is_filter_value(value: &str) -> bool {
-    !value.is_empty() && value.len() <= MAX_FILTER_VALUE_BYTES
+    !value.is_empty() && fits_filters_data(value)
 }
 
 /// A batch's filter values that `seen` does not hold, each once.
@@ -342,12 +344,7 @@ fn new_filter_values(
         };
         let known = seen.known(service, name);
         for row in rows {
-            let values: &[String] = match row.cells.get(at) {
-                Some(Some(Cell::Text(v))) => std::slice::from_ref(v),
-                Some(Some(Cell::List(items))) => items,
-                _ => &[],
-            };
-            for v in values {
+            for v in filter_cell_values(row.cells.get(at).and_then(Option::as_ref)) {
                 if is_filter_value(v) && !known.is_some_and(|k| k.contains(v.as_str())) {
                     new.insert((name, v));
                 }
@@ -874,6 +871,7 @@ impl RecordWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use connectra_domain::limits::MAX_FILTER_VALUE_BYTES;
 
     fn encode(cell: Option<&Option<Cell>>, ty: &Type) -> Option<Vec<u8>> {
         let mut out = BytesMut::new();
